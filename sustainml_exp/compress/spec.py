@@ -1,0 +1,77 @@
+"""``CompressionSpec``: what compressed ops save for backward and how the quantization blocks are shaped."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["QUANT_MODES", "CompressionSpec", "effective_G_R"]
+
+QUANT_MODES = ("fp32", "exact", "block")
+_SPEC_BITS = (2, 4, 8)
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """quant: 'fp32' (nothing compressed), 'exact' (one block per row, EXACT) or 'block' (G_R rows per block).
+
+    kept_frac: fraction R/D of columns kept by the random projection of linear-layer inputs.
+    group_cap: largest block in values (the public i-Exact code's cap is 1024); None = no cap.
+    fp32_tail: keep the ragged last block raw in fp32 (public code) instead of as a short block.
+    store_rp_matrix: save the fp32 D x R projection (public code) instead of regenerating it from its seed.
+    """
+
+    quant: str = "block"
+    bits: int = 2
+    kept_frac: float = 0.125
+    G_R: int = 64
+    vm: bool = False
+    group_cap: int | None = None
+    fp32_tail: bool = False
+    store_rp_matrix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quant not in QUANT_MODES:
+            raise ValueError(f"quant={self.quant!r} is not allowed; allowed: {', '.join(QUANT_MODES)}")
+        if self.bits not in _SPEC_BITS:
+            raise ValueError(f"bits={self.bits} is not allowed; allowed: {', '.join(map(str, _SPEC_BITS))}")
+        if not 0.0 < self.kept_frac <= 1.0:
+            raise ValueError(f"kept_frac must lie in (0, 1], got {self.kept_frac}")
+        if isinstance(self.G_R, bool) or not isinstance(self.G_R, int) or self.G_R < 1:
+            raise ValueError(f"G_R must be an integer >= 1, got {self.G_R!r}")
+        if self.vm and self.bits != 2:
+            raise ValueError(f"vm=True needs bits=2 (variance minimisation is defined for INT2), got bits={self.bits}")
+        if self.group_cap is not None and (isinstance(self.group_cap, bool) or not isinstance(self.group_cap, int)
+                                           or self.group_cap < 1):
+            raise ValueError(f"group_cap must be an integer >= 1 or None, got {self.group_cap!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.quant != "fp32"
+
+    def projected_dim(self, d: int) -> int:
+        """R = ceil(d * kept_frac) columns kept by the random projection (R == d means no projection)."""
+        # Rounding first keeps float noise from adding a column (100 * 0.1 = 10.000000000000002).
+        return max(1, math.ceil(round(d * self.kept_frac, 9)))
+
+    def rows_per_group(self, row_len: int) -> int:
+        """Rows of length ``row_len`` per quantization block: 1 for exact; G_R for block, reduced to fit
+        ``group_cap`` values (never below one row)."""
+        if row_len < 1:
+            raise ValueError(f"row_len must be >= 1, got {row_len}")
+        if self.quant == "exact":
+            return 1
+        if self.quant == "block":
+            if self.group_cap is None:
+                return self.G_R
+            return max(1, min(self.G_R, self.group_cap // row_len))
+        raise ValueError("quant='fp32' stores no quantized tensors, so it has no blocks")
+
+    def group_size(self, row_len: int) -> int:
+        """Values per quantization block."""
+        return self.rows_per_group(row_len) * row_len
+
+
+def effective_G_R(spec: CompressionSpec, row_len: int) -> int:
+    """Rows per block actually used for rows of ``row_len`` values (G_R after the group cap)."""
+    return spec.rows_per_group(row_len)

@@ -1,0 +1,1 @@
+"""Experiment families: one package per family (config schema, data, model, training, tables)."""

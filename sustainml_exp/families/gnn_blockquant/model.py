@@ -1,0 +1,124 @@
+"""GraphSAGE (mean aggregation, no self loops) whose saved activations are compressed during training.
+
+Per hidden layer, training mode with compression enabled saves exactly what the spec lists: the projected INT2
+layer input (shared by the root linear), the projected INT2 aggregation (neighbour linear), the INT2 BatchNorm
+input, and 1-bit ReLU and dropout masks. Input gradients use exact weights. FP32 mode and evaluation use the
+plain torch ops, so FP32 reproduces the paper's byte count (4864 bytes per arxiv node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sustainml_exp.compress import (
+    CompressionSpec,
+    compressed_batch_norm,
+    compressed_linear,
+    dropout_bitmask,
+    relu_bitmask,
+    spmm,
+)
+from sustainml_exp.families.gnn_blockquant.data import GraphData
+
+# Slots give every compressed tensor of a step its own random stream (see ``op_seed``).
+_SLOT_INPUT, _SLOT_AGG, _SLOT_BN, _SLOT_DROPOUT = range(4)
+_SLOTS_PER_LAYER = 4
+
+
+def op_seed(run_seed: int, step: int, layer: int, slot: int) -> int:
+    """Seed of one compressed tensor: distinct for every (run, step, layer, slot), stable across devices."""
+    counter = (step * 64 + layer) * _SLOTS_PER_LAYER + slot
+    return ((run_seed & 0xFFFFFFFF) << 32) | (counter & 0xFFFFFFFF)
+
+
+class SAGELayer(nn.Module):
+    """out = lin_l(mean_{j in N(i)} x_j) + lin_r(x_i); parameter names follow torch_geometric's SAGEConv."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.lin_l = nn.Linear(in_dim, out_dim, bias=True)
+        self.lin_r = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, graph: GraphData, spec: CompressionSpec | None,
+                seed_of: dict[int, int]) -> torch.Tensor:
+        agg = spmm(graph.adj, graph.adj_t, x)
+        if spec is None:
+            return self.lin_l(agg) + self.lin_r(x)
+        return (compressed_linear(agg, self.lin_l.weight, self.lin_l.bias, spec, seed_of[_SLOT_AGG])
+                + compressed_linear(x, self.lin_r.weight, None, spec, seed_of[_SLOT_INPUT]))
+
+
+class GraphSAGE(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, dropout: float,
+                 batch_norm: bool, spec: CompressionSpec, run_seed: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.convs = nn.ModuleList(SAGELayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.bns = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers - 1)) if batch_norm else None
+        self.dropout = dropout
+        self.spec = spec
+        self.run_seed = run_seed
+        self._capture: list[torch.Tensor] | None = None
+
+    @contextmanager
+    def capture_layer_inputs(self) -> Iterator[list[torch.Tensor]]:
+        """Collect the input of every SAGE layer during the forwards inside the block (for Table 5)."""
+        self._capture = []
+        try:
+            yield self._capture
+        finally:
+            self._capture = None
+
+    def forward(self, x: torch.Tensor, graph: GraphData, step: int = 0) -> torch.Tensor:
+        compress = self.training and self.spec.enabled
+        spec = self.spec if compress else None
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            seed_of = {slot: op_seed(self.run_seed, step, i, slot) for slot in range(_SLOTS_PER_LAYER)}
+            if self._capture is not None:
+                self._capture.append(x.detach())
+            x = conv(x, graph, spec, seed_of)
+            if i == last:
+                break
+            x = self._normalize(i, x, spec, seed_of[_SLOT_BN])
+            if compress:
+                x = relu_bitmask(x)
+                x = dropout_bitmask(x, self.dropout, seed_of[_SLOT_DROPOUT]) if self.dropout > 0 else x
+            else:
+                x = F.relu(x)
+                if self.training and self.dropout > 0:
+                    # The fused op keeps a bool mask on every device; F.dropout on CPU keeps a float32 one,
+                    # which would make FP32 activation memory device-dependent (CUDA uses the fused op).
+                    x, _ = torch.native_dropout(x, self.dropout, True)
+        return x.log_softmax(dim=-1)
+
+    def _normalize(self, i: int, x: torch.Tensor, spec: CompressionSpec | None, seed: int) -> torch.Tensor:
+        if self.bns is None:
+            return x
+        bn = self.bns[i]
+        if spec is None:
+            return bn(x)
+        bn.num_batches_tracked.add_(1)
+        return compressed_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.momentum,
+                                     bn.eps, spec, seed)
+
+
+def effective_group_rows(model: GraphSAGE) -> str:
+    """Rows per quantization block actually used for each compressed tensor, e.g. 'L0 x:64 agg:64 bn:8 | ...'."""
+    spec = model.spec
+    if not spec.enabled:
+        return ""
+    parts = []
+    for i, conv in enumerate(model.convs):
+        in_dim = conv.lin_r.in_features
+        rows = spec.rows_per_group(spec.projected_dim(in_dim))
+        text = f"L{i} x:{rows} agg:{rows}"
+        if model.bns is not None and i < len(model.convs) - 1:
+            text += f" bn:{spec.rows_per_group(conv.lin_r.out_features)}"
+        parts.append(text)
+    return " | ".join(parts)

@@ -1,0 +1,175 @@
+"""Full-batch GraphSAGE training with compressed activations: the ``gnn_blockquant`` run function."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sustainml_exp.compress import CompressionSpec
+from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
+from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
+from sustainml_exp.families.gnn_blockquant.memory import MIB, activation_bytes, record_saved_tensors
+from sustainml_exp.families.gnn_blockquant.model import GraphSAGE, effective_group_rows
+
+log = logging.getLogger("sustainml_exp")
+
+# EXACT's arxiv loss: log(eps + CE) - log(eps); it damps large losses early in training.
+_EXACT_ARXIV_EPS = 1.0 - math.log(2.0)
+
+
+def compression_spec(cfg: GNNRunConfig) -> CompressionSpec:
+    c = cfg.compress
+    return CompressionSpec(quant=c.quant, bits=c.bits, kept_frac=c.kept_frac, G_R=c.G_R, vm=c.vm,
+                           group_cap=c.group_cap, fp32_tail=c.fp32_tail, store_rp_matrix=c.store_rp_matrix)
+
+
+def build_model(cfg: GNNRunConfig, graph: GraphData) -> GraphSAGE:
+    m = cfg.model
+    return GraphSAGE(in_dim=graph.x.shape[1], hidden=m.hidden, out_dim=graph.num_classes, num_layers=m.num_layers,
+                     dropout=m.dropout, batch_norm=m.batch_norm, spec=compression_spec(cfg), run_seed=cfg.seed)
+
+
+def training_loss(log_probs: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    ce = F.nll_loss(log_probs, target)
+    if kind == "exact_arxiv":
+        return torch.log(_EXACT_ARXIV_EPS + ce) - math.log(_EXACT_ARXIV_EPS)
+    return ce
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _accuracy(pred: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> float:
+    return (pred[idx] == y[idx]).float().mean().item()
+
+
+@torch.no_grad()
+def evaluate(model: GraphSAGE, graph: GraphData) -> tuple[float, float, float]:
+    model.eval()
+    pred = model(graph.x, graph).argmax(dim=-1)
+    return (_accuracy(pred, graph.y, graph.train_idx), _accuracy(pred, graph.y, graph.val_idx),
+            _accuracy(pred, graph.y, graph.test_idx))
+
+
+def train_step(model: GraphSAGE, graph: GraphData, optimizer: torch.optim.Optimizer, cfg: GNNRunConfig,
+               step: int) -> torch.Tensor:
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    out = model(graph.x, graph, step)
+    loss = training_loss(out[graph.train_idx], graph.y[graph.train_idx], cfg.model.loss)
+    loss.backward()
+    if cfg.model.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.model.grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def measure_activation_mb(model: GraphSAGE, graph: GraphData, cfg: GNNRunConfig) -> float:
+    """act_mem_mb of one training-mode forward (paper protocol, see memory.py); leaves no graph behind."""
+    model.train()
+    with record_saved_tensors() as ledger:
+        out = model(graph.x, graph, step=0)
+    nbytes = activation_bytes(ledger, params=[*model.parameters(), *model.buffers()], data=graph.data_tensors(),
+                              output=out, train_idx=graph.train_idx)
+    del out
+    return nbytes / MIB
+
+
+def _peak_memory_mb(device: str) -> tuple[float, str]:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / MIB, "cuda:max_memory_allocated(train loop)"
+    # Linux reports ru_maxrss in KiB: the process high-water mark, data and libraries included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu:process_max_rss"
+
+
+@torch.no_grad()
+def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str, Any]]:
+    """Table 5 statistics of every layer's (projected) input, normalized per quantization group."""
+    from sustainml_kernels.quant_ref import rademacher_ref
+    from sustainml_exp.families.gnn_blockquant.analysis import activation_stats, normalize_groups
+
+    spec = model.spec
+    model.train()
+    with model.capture_layer_inputs() as inputs:
+        model(graph.x, graph, step=0)
+    stats = []
+    for layer, x in enumerate(inputs):
+        r = spec.projected_dim(x.shape[1])
+        projected = x @ rademacher_ref(layer, x.shape[1], r, x.device) if r < x.shape[1] else x
+        d = spec.group_size(r)
+        stats.append(activation_stats(normalize_groups(projected, d, spec.bits), d=d, B=2**spec.bits - 1))
+    return stats
+
+
+def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
+    device = ctx.device
+    graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
+    model = build_model(cfg, graph).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
+    n_params = sum(p.numel() for p in model.parameters())
+    initial_state = copy.deepcopy(model.state_dict())
+    act_mem_mb = measure_activation_mb(model, graph, cfg)
+    model.load_state_dict(initial_state)  # the measuring forward moved BatchNorm running stats
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    log.info("training %s on %s (%d nodes, %d edges) for %d epochs on %s", cfg.quant, cfg.dataset,
+             graph.x.shape[0], graph.num_edges, cfg.epochs, device)
+    progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.quant}]")
+    timed_s, best_val, test_at_best, best_epoch = 0.0, -1.0, float("nan"), 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            loss = train_step(model, graph, optimizer, cfg, step=epoch)
+            _sync(device)
+            if epoch > cfg.warmup_epochs:
+                timed_s += time.perf_counter() - t0
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                _, val_acc, test_acc = evaluate(model, graph)
+                if val_acc > best_val:
+                    best_val, test_at_best, best_epoch = val_acc, test_acc, epoch
+                progress.update(epoch, loss=float(loss), val_acc=val_acc, best_test=test_at_best)
+            else:
+                progress.update(epoch, loss=float(loss))
+            if not math.isfinite(float(loss)):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}")
+    finally:
+        progress.close()
+    peak_mem_mb, peak_source = _peak_memory_mb(device)
+
+    metrics: dict[str, Any] = {
+        "epochs": cfg.epochs,
+        "epochs_per_s": (cfg.epochs - cfg.warmup_epochs) / timed_s if timed_s > 0 else float("nan"),
+        "peak_mem_mb": peak_mem_mb,
+        "peak_mem_source": peak_source,
+        "n_params": n_params,
+        "test_acc": test_at_best,
+        "val_acc": best_val,
+        "best_epoch": best_epoch,
+        "act_mem_mb": act_mem_mb,
+        "effective_G_R": effective_group_rows(model),
+        "num_nodes": graph.x.shape[0],
+        "num_edges": graph.num_edges,
+    }
+    if cfg.activation_stats and model.spec.enabled:
+        stats = layer_activation_stats(model, graph)
+        for layer, s in enumerate(stats):
+            metrics[f"jsd_uniform_l{layer}"] = s["jsd_uniform"]
+            metrics[f"jsd_cn_l{layer}"] = s["jsd_cn"]
+            metrics[f"vm_var_red_pct_l{layer}"] = s["vm_var_reduction_pct"]
+            metrics[f"stats_d_l{layer}"] = s["d"]
+        metrics["artifacts"] = {"activation_stats": stats}
+    log.info("%s test_acc=%.4f val_acc=%.4f epochs_per_s=%.2f act_mem_mb=%.2f", cfg.quant, test_at_best, best_val,
+             metrics["epochs_per_s"], act_mem_mb)
+    return metrics

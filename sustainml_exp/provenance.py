@@ -1,0 +1,56 @@
+"""What a record needs to be reproduced: code version, library versions, config hash, scheduler ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_TRACKED_DISTRIBUTIONS = (
+    "sustainml-exp", "torch", "torch-geometric", "ogb", "triton", "numpy", "scipy", "pandas",
+    "hydra-core", "omegaconf", "carbontracker",
+)
+_SOURCE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(_SOURCE_DIR), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> tuple[str, bool | None]:
+    """(sha, dirty) of the checkout this package runs from; ('unknown', None) for a non-git install."""
+    sha = _git("rev-parse", "HEAD")
+    if sha is None:
+        return "unknown", None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return sha, bool(status) if status is not None else None
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in _TRACKED_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def config_hash(config: dict[str, Any], exclude: tuple[str, ...]) -> str:
+    """Stable hash of the resolved config without the keys that only say where things go (and the seed)."""
+    kept = {k: v for k, v in config.items() if k not in exclude}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def slurm_ids() -> dict[str, str]:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
+    return {"slurm_job_id": job, "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", "")}

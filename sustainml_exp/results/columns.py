@@ -1,0 +1,33 @@
+"""Columns every result row has, in CSV order; families append their knobs and metrics after these."""
+
+COMMON_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "experiment",
+    "dataset",
+    "method",
+    "seed",
+    "status",  # ok | failed | oom
+    "error",
+    "started_utc",
+    "wall_s",
+    "epochs",
+    "epochs_per_s",
+    "peak_mem_mb",
+    "peak_mem_source",
+    "n_params",
+    "energy_kwh",
+    "co2_g",
+    "energy_backend",
+    "cpu_power_source",
+    "gpu_power_source",
+    "device",
+    "gpu_name",
+    "git_sha",
+    "git_dirty",
+    "cfg_hash",
+    "torch_version",
+    "slurm_job_id",
+    "slurm_array_task_id",
+)
+
+RUN_STATUSES = ("ok", "failed", "oom")

@@ -1,0 +1,107 @@
+"""Atomic per-run JSON records and their merge into ``<results_dir>/<experiment>.csv``.
+
+Concurrent jobs (Slurm arrays) never share a file: each writes its own record via temp file + rename, and only
+``merge_records`` (run by sml-tables) writes the CSV, also atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sustainml_exp.results.columns import COMMON_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        # KeyboardInterrupt included: an interrupted write must leave no temp file behind.
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} in a run record")
+
+
+def _finite_or_none(value: Any) -> Any:
+    # JSON has no NaN; null round-trips to NaN in the CSV.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def record_paths(results_dir: Path, experiment: str, run_id: str, output_dir: Path | None) -> list[Path]:
+    paths = [Path(results_dir) / "runs" / experiment / f"{run_id}.json"]
+    if output_dir is not None:
+        paths.append(Path(output_dir) / "record.json")
+    return paths
+
+
+def write_record(record: dict[str, Any], paths: Iterable[Path]) -> None:
+    missing = [c for c in COMMON_COLUMNS if c not in record]
+    if missing:
+        raise ValueError(f"run record lacks common columns: {', '.join(missing)}")
+    text = json.dumps(_finite_or_none(record), indent=2, sort_keys=False, default=_json_default)
+    for path in paths:
+        atomic_write_text(Path(path), text + "\n")
+
+
+def load_records(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
+    run_dir = Path(results_dir) / "runs" / experiment
+    records = []
+    for path in sorted(run_dir.glob("*.json")):
+        with open(path, encoding="utf-8") as handle:
+            records.append(json.load(handle))
+    return records
+
+
+def _is_column_value(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def merge_records(results_dir: Path, experiment: str,
+                  records: list[dict[str, Any]] | None = None) -> "pd.DataFrame":
+    """Merge every record of ``experiment`` into ``<results_dir>/<experiment>.csv`` (one row per run_id).
+
+    Scalar fields become columns (common columns first); nested fields (config, versions, artifacts) stay in
+    the JSON records. A run_id recorded twice keeps its most recent record.
+    """
+    import pandas as pd
+
+    if records is None:
+        records = load_records(results_dir, experiment)
+    rows = [{k: v for k, v in r.items() if _is_column_value(v)} for r in records]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=list(COMMON_COLUMNS))
+    else:
+        frame = frame.sort_values("started_utc").drop_duplicates("run_id", keep="last")
+        extra = [c for c in frame.columns if c not in COMMON_COLUMNS]
+        frame = frame.reindex(columns=[*COMMON_COLUMNS, *extra]).reset_index(drop=True)
+    atomic_write_text(Path(results_dir) / f"{experiment}.csv", frame.to_csv(index=False))
+    return frame

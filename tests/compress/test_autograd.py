@@ -1,0 +1,241 @@
+"""Compressed autograd functions: exact forwards, unbiased gradients, and only compressed tensors saved."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sustainml_exp.compress import (
+    CompressionSpec,
+    compressed_batch_norm,
+    compressed_linear,
+    dropout_bitmask,
+    relu_bitmask,
+    spmm,
+)
+from sustainml_kernels.quant_ref import dropout_mask_ref
+
+
+@contextmanager
+def saved_tensors() -> Iterator[list[torch.Tensor]]:
+    seen: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
+def _no_tensor_on_ctx(out: torch.Tensor) -> bool:
+    """Custom Function ctx == grad_fn: every tensor it keeps must be a saved tensor, not an attribute."""
+    return not any(isinstance(v, torch.Tensor) for v in vars(out.grad_fn).values())
+
+
+def _rel_err(estimate: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((estimate - exact).norm() / exact.norm())
+
+
+def _mean_gradient_errors(grad_of_seed: Callable[[int], torch.Tensor], exact: torch.Tensor, few: int,
+                          many: int) -> tuple[float, float]:
+    """Relative error of the gradient averaged over the first ``few`` and over ``many`` seeds."""
+    total = torch.zeros_like(exact, dtype=torch.float64)
+    err_few = math.nan
+    for seed in range(many):
+        total += grad_of_seed(seed)
+        if seed + 1 == few:
+            err_few = _rel_err(total / few, exact)
+    return err_few, _rel_err(total / many, exact)
+
+
+def _linear_inputs(n: int = 48, d: int = 32, o: int = 6) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 2
+    weight = torch.randn(o, d, generator=g) / math.sqrt(d)
+    bias = torch.randn(o, generator=g)
+    grad_out = torch.randn(n, o, generator=g)
+    return x, weight, bias, grad_out
+
+
+def test_linear_forward_and_input_gradient_are_exact() -> None:
+    x, weight, bias, grad_out = _linear_inputs()
+    spec = CompressionSpec(quant="block", G_R=4, kept_frac=0.25, vm=True)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    out = compressed_linear(*leaves, spec, seed=3)
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    ref_out = F.linear(*ref_leaves)
+    ref_grads = torch.autograd.grad(ref_out, ref_leaves, grad_out)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], ref_grads[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[2], ref_grads[2], rtol=1e-6, atol=1e-6)
+    assert _no_tensor_on_ctx(out)
+
+
+@pytest.mark.parametrize("spec", [
+    CompressionSpec(quant="exact", kept_frac=0.5),
+    CompressionSpec(quant="block", G_R=8, kept_frac=0.25, vm=True, store_rp_matrix=True),
+    CompressionSpec(quant="block", G_R=5, kept_frac=1.0, fp32_tail=True),  # no projection, ragged fp32 tail
+], ids=["exact-rp", "block-vm-stored-rp", "block-no-rp-tail"])
+def test_linear_weight_gradient_is_unbiased(spec: CompressionSpec) -> None:
+    x, weight, bias, grad_out = _linear_inputs()
+    exact = (grad_out.t() @ x).double()
+    w = weight.clone().requires_grad_()
+
+    def grad_w(seed: int) -> torch.Tensor:
+        out = compressed_linear(x, w, bias, spec, seed)
+        return torch.autograd.grad(out, w, grad_out)[0].double()
+
+    err_few, err_many = _mean_gradient_errors(grad_w, exact, few=32, many=512)
+    assert err_many < 0.5 * err_few  # 16x the seeds: the error of an unbiased mean shrinks ~4x
+    assert err_many < (0.15 if spec.kept_frac < 1 else 0.05)
+
+
+def _batch_norm_case() -> tuple[torch.Tensor, ...]:
+    n, d = 256, 16
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, d, generator=g) * (torch.rand(d, generator=g) + 0.5) + torch.randn(d, generator=g)
+    weight, bias = torch.rand(d, generator=g) + 0.5, torch.randn(d, generator=g)
+    return x, weight, bias, torch.randn(n, d, generator=g)
+
+
+def test_batch_norm_forward_and_running_stats_match_torch() -> None:
+    x, weight, bias, grad_out = _batch_norm_case()
+    d = x.shape[1]
+    ref_rm, ref_rv, rm, rv = torch.zeros(d), torch.ones(d), torch.zeros(d), torch.ones(d)
+    ref_out = F.batch_norm(x, ref_rm, ref_rv, weight, bias, True, 0.1, 1e-5)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    out = compressed_batch_norm(leaves[0], rm, rv, leaves[1], leaves[2], 0.1, 1e-5, CompressionSpec(), seed=0)
+    torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(rm, ref_rm)
+    torch.testing.assert_close(rv, ref_rv)
+    assert _no_tensor_on_ctx(out)
+    with pytest.raises(ValueError, match="N x D"):
+        compressed_batch_norm(x.view(16, 16, 16), None, None, None, None, 0.1, 1e-5, CompressionSpec(), 0)
+
+
+def _batch_norm_gradient_errors(spec: CompressionSpec, few: int, many: int) -> tuple[list[float], list[float]]:
+    x, weight, bias, grad_out = _batch_norm_case()
+    d = x.shape[1]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    ref_out = F.batch_norm(ref_leaves[0], None, None, ref_leaves[1], ref_leaves[2], True, 0.1, 1e-5)
+    exact = [t.double() for t in torch.autograd.grad(ref_out, ref_leaves, grad_out)]
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    totals = [torch.zeros_like(e) for e in exact]
+    errors_few: list[float] = []
+    for seed in range(many):
+        out = compressed_batch_norm(leaves[0], torch.zeros(d), torch.ones(d), leaves[1], leaves[2], 0.1, 1e-5,
+                                    spec, seed)
+        for total, grad in zip(totals, torch.autograd.grad(out, leaves, grad_out)):
+            total += grad.double()
+        if seed + 1 == few:
+            errors_few = [_rel_err(t / few, e) for t, e in zip(totals, exact)]
+    return errors_few, [_rel_err(t / many, e) for t, e in zip(totals, exact)]
+
+
+def test_batch_norm_int2_gradients() -> None:
+    few, many = _batch_norm_gradient_errors(CompressionSpec(quant="block", G_R=4, vm=True), 32, 512)
+    # grad_weight is linear in the saved input: unbiased, its error shrinks like 1/sqrt(seeds).
+    assert many[1] < 0.5 * few[1] and many[1] < 0.06
+    assert many[2] < 1e-6  # grad_bias does not use the saved input
+    # grad_input is quadratic in the saved input, so rounding noise leaves a bias of order
+    # Var(noise) / (N Var(x)) (here < 1 %): the error shrinks with seeds only down to that floor.
+    assert many[0] < few[0] and many[0] < 0.02
+
+
+def test_batch_norm_int8_input_gradient_converges() -> None:
+    few, many = _batch_norm_gradient_errors(CompressionSpec(quant="exact", bits=8), 16, 256)
+    assert many[0] < 0.5 * few[0] and many[0] < 1e-3
+    assert many[1] < 0.5 * few[1] and many[1] < 2e-3
+
+
+def test_linear_saves_only_the_compressed_projection() -> None:
+    n, d, o = 200, 64, 10
+    x = torch.randn(n, d, requires_grad=True)
+    weight, bias = torch.randn(o, d, requires_grad=True), torch.randn(o, requires_grad=True)
+    spec = CompressionSpec(quant="block", G_R=16, kept_frac=0.125, group_cap=1024, fp32_tail=True)
+    with saved_tensors() as saved:
+        out = compressed_linear(x, weight, bias, spec, seed=1)
+    activations = [t for t in saved if t is not weight]
+    assert not any(t.dtype.is_floating_point and t.numel() == n * d for t in saved)
+    # R = 8 columns, 16 rows per block -> 128 values per block; 1600 values = 12 blocks + 64 raw fp32 values.
+    expected = [(torch.uint8, 12 * 128 * 2 // 8), (torch.bfloat16, 12), (torch.bfloat16, 12), (torch.float32, 64)]
+    assert sorted(((t.dtype, t.numel()) for t in activations), key=str) == sorted(expected, key=str)
+    out.sum().backward()
+
+    stored = CompressionSpec(quant="exact", kept_frac=0.125, store_rp_matrix=True)
+    with saved_tensors() as saved:
+        compressed_linear(x, weight, bias, stored, seed=1)
+    floats = [tuple(t.shape) for t in saved if t is not weight and t.dtype == torch.float32]
+    assert floats == [(d, stored.projected_dim(d))]  # the projection matrix, nothing N x D
+
+
+def test_batch_norm_relu_dropout_save_no_float_activation() -> None:
+    n, d = 64, 32
+    x = torch.randn(n, d, requires_grad=True)
+    bn = torch.nn.BatchNorm1d(d)
+    spec = CompressionSpec(quant="block", G_R=8)
+    with saved_tensors() as saved:
+        h = compressed_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, 0.1, 1e-5, spec, 2)
+        h = dropout_bitmask(relu_bitmask(h), 0.5, seed=4)
+    assert not any(t.dtype.is_floating_point and t.numel() == n * d for t in saved)
+    params = {id(bn.weight)}
+    extra = [t for t in saved if id(t) not in params and t.dtype == torch.float32]
+    assert [tuple(t.shape) for t in extra] == [(d,), (d,)]  # batch mean and inverse std
+    masks = [t for t in saved if t.dtype == torch.uint8]
+    assert sorted(t.numel() for t in masks) == [n * d // 8, n * d // 8, n * d * 2 // 8]
+    h.sum().backward()
+    assert x.grad is not None and bn.weight.grad is not None
+
+
+def test_dropout_is_reproducible_and_backward_uses_the_same_mask() -> None:
+    x = torch.rand(30, 40) + 0.5
+    leaf = x.clone().requires_grad_()
+    out = dropout_bitmask(leaf, 0.3, seed=8)
+    keep = dropout_mask_ref(8, x.shape, 0.3)
+    torch.testing.assert_close(out, torch.where(keep, x / 0.7, 0.0))
+    assert torch.equal(out, dropout_bitmask(x, 0.3, seed=8))
+    assert not torch.equal(out, dropout_bitmask(x, 0.3, seed=9))
+    (grad,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
+    torch.testing.assert_close(grad, keep.float() / 0.7)
+    assert torch.equal(grad != 0, out != 0)
+    assert _no_tensor_on_ctx(out)
+    assert dropout_bitmask(x, 0.0, seed=8) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout_bitmask(x, 1.5, seed=8)
+
+
+def test_relu_bitmask_matches_relu() -> None:
+    x = torch.randn(13, 7)
+    leaf, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = relu_bitmask(leaf)
+    assert torch.equal(out, torch.relu(x))
+    g = torch.randn(13, 7)
+    assert torch.equal(torch.autograd.grad(out, leaf, g)[0], torch.autograd.grad(torch.relu(ref), ref, g)[0])
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+def test_spmm_matches_dense_and_saves_only_the_adjacency() -> None:
+    n = 40
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(n, n, generator=g) < 0.1).float() * torch.rand(n, n, generator=g)
+    adj, adj_t = dense.to_sparse_csr(), dense.t().contiguous().to_sparse_csr()
+    x = torch.randn(n, 5, requires_grad=True)
+    with saved_tensors() as saved:
+        out = spmm(adj, adj_t, x)
+    assert all(t.layout == torch.sparse_csr for t in saved)
+    torch.testing.assert_close(out, dense @ x.detach())
+    grad_out = torch.randn(n, 5)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad_out)[0], dense.t() @ grad_out)
+
+
+def test_disabled_spec_falls_back_to_plain_ops() -> None:
+    x, weight, bias, _ = _linear_inputs()
+    spec = CompressionSpec(quant="fp32")
+    torch.testing.assert_close(compressed_linear(x, weight, bias, spec, 0), F.linear(x, weight, bias))

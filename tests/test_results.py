@@ -1,0 +1,54 @@
+"""Records are written atomically, carry every common column and merge into one CSV row per run_id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sustainml_exp.results import COMMON_COLUMNS, atomic_write_text, merge_records, write_record
+
+
+def _record(run_id: str, started: str, acc: float, **extra) -> dict:
+    base = {c: "" for c in COMMON_COLUMNS}
+    base.update(run_id=run_id, experiment="gnn_blockquant", started_utc=started, status="ok", seed=0,
+                wall_s=1.0, energy_kwh=float("nan"), test_acc=acc, config={"G_R": 64}, **extra)
+    return base
+
+
+def test_atomic_write_leaves_no_temp_file_when_interrupted(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "r.json"
+    atomic_write_text(target, "old")
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_write_record_requires_common_columns(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lacks common columns: .*run_id"):
+        write_record({"status": "ok"}, [tmp_path / "x.json"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_nan_is_stored_as_null_and_merge_dedupes_by_run_id(tmp_path: Path) -> None:
+    runs = tmp_path / "runs" / "gnn_blockquant"
+    write_record(_record("a-s0", "2026-01-01T00:00:00", 0.5), [runs / "a-s0.json"])
+    write_record(_record("b-s0", "2026-01-01T00:00:01", 0.7), [runs / "b-s0.json"])
+    # The same run recorded again elsewhere (e.g. copied from a cluster): the newer record wins.
+    write_record(_record("a-s0", "2026-01-02T00:00:00", 0.6), [runs / "a-s0-copy.json"])
+    assert json.loads((runs / "a-s0.json").read_text())["energy_kwh"] is None
+    frame = merge_records(tmp_path, "gnn_blockquant")
+    assert list(frame.columns[: len(COMMON_COLUMNS)]) == list(COMMON_COLUMNS)
+    assert "config" not in frame.columns
+    assert sorted(frame["run_id"]) == ["a-s0", "b-s0"]
+    assert frame.set_index("run_id").loc["a-s0", "test_acc"] == 0.6
+    on_disk = pd.read_csv(tmp_path / "gnn_blockquant.csv")
+    assert len(on_disk) == 2 and on_disk["energy_kwh"].isna().all()
