@@ -4,20 +4,15 @@
 Usage: python scripts/bench_gnn.py [--dataset synthetic_arxiv] [--steps 10] [--rounds 3] [--device auto]
 
 Speed is measured in one process with the configurations interleaved round by round (so drift in clock or
-thermal state hits all of them alike); the median of each configuration's rounds is reported. Peak memory: on
-CUDA, max_memory_allocated over the timed training steps of each configuration; on CPU, the extra resident
-memory (max RSS above the RSS after data loading) of one training step run in a fresh subprocess per config.
+thermal state hits all of them alike); the median of each configuration's rounds is reported. Peak memory: the
+most a configuration's timed steps held above what was held before them (CUDA allocator peak, or on CPU the
+resident high-water mark, reset before each configuration's steps).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +21,7 @@ import torch
 from sustainml_exp.families.gnn_blockquant.config import CompressConfig, GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import load_graph
 from sustainml_exp.families.gnn_blockquant.train import build_model, measure_activation_mb, train_step
+from sustainml_exp.peak_memory import PeakMemory
 
 CONFIGS = {
     "FP32": dict(quant="fp32", vm=False),
@@ -48,20 +44,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def cpu_peak_child(name: str, dataset: str, data_dir: str) -> None:
-    """Child-process entry: print the extra max RSS (MiB) of two training steps of one configuration."""
-    cfg = make_config(name, dataset)
-    graph = load_graph(dataset, Path(data_dir), seed=0)
-    model = build_model(cfg, graph)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    for step in range(2):
-        train_step(model, graph, optimizer, cfg, step)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_extra_mb": peak - rss_before}))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="synthetic_arxiv")
@@ -69,11 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per config per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--peak-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peak_child:
-        cpu_peak_child(args.peak_child, args.dataset, args.data_dir)
-        return
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     graph = load_graph(args.dataset, Path(args.data_dir), seed=0).to(device)
     runs = {}
@@ -90,25 +68,19 @@ def main() -> None:
             train_step(run["model"], graph, run["opt"], run["cfg"], run["step"])
     for _ in range(args.rounds):
         for name, run in runs.items():
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            _sync(device)
+            peak_memory = PeakMemory(device)
+            peak_memory.reset()
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 run["step"] += 1
                 train_step(run["model"], graph, run["opt"], run["cfg"], run["step"])
             _sync(device)
             run["rates"].append(args.steps / (time.perf_counter() - t0))
-            if device == "cuda":
-                run["peak_mb"] = max(run["peak_mb"], torch.cuda.max_memory_allocated() / 2**20)
-    if device == "cpu":
-        for name, run in runs.items():
-            out = subprocess.run([sys.executable, __file__, "--peak-child", name, "--dataset", args.dataset,
-                                  "--data-dir", args.data_dir], capture_output=True, text=True, check=True)
-            run["peak_mb"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mb"]
+            run["peak_mb"] = max(run["peak_mb"], peak_memory.peak_above_baseline_mb())
+            run["peak_source"] = peak_memory.source
     base = runs["FP32"]
     base_eps = statistics.median(base["rates"])
-    peak_label = "peak MB (cuda max allocated)" if device == "cuda" else "peak MB (extra max RSS, 2 steps)"
+    peak_label = f"peak MB above baseline ({base['peak_source']})"
     gpu = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     print(f"dataset={args.dataset} device={device} ({gpu}) steps={args.steps} rounds={args.rounds} "
           f"torch={torch.__version__}")

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SML_RUN = Path(sys.executable).with_name("sml-run")
-SML_TABLES = Path(sys.executable).with_name("sml-tables")
-
-
-def run_cli(exe: Path, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUTDATED_IGNORE": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+from cli_helpers import SML_RUN, run_cli
 
 
 @pytest.fixture

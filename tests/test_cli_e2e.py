@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SML_RUN, SML_TABLES, run_cli
+from cli_helpers import SML_RUN, SML_TABLES, run_cli
 from sustainml_exp.results import COMMON_COLUMNS
 
 QUICK = ("epochs=12", "warmup_epochs=2", "energy=none", "progress=log")

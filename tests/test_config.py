@@ -26,7 +26,7 @@ from sustainml_exp.cli import preflight
         (["energy=rapl"], "could not find config 'energy/rapl'; allowed: carbontracker, none"),
         (["device=tpu"], "device='tpu' is not allowed; allowed: auto, cpu, cuda"),
         (["dataset=cora"], "dataset='cora' is not allowed; allowed: synthetic, synthetic_arxiv, ogbn-arxiv, flickr"),
-        (["epochs=5", "warmup_epochs=5"], "warmup_epochs=5 must be smaller than epochs=5"),
+        (["warmup_epochs=-1"], "warmup_epochs=-1 is out of range"),
         (["-m", "G_R=2,0"], "G_R=0 is out of range"),
         (["seed=-1"], "seed=-1 is out of range"),
         (["energy.carbon_intensity_g_per_kwh=-3"], "energy.carbon_intensity_g_per_kwh=-3.0 is out of range"),

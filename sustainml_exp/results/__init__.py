@@ -1,6 +1,14 @@
 """Run records: one JSON file per run, written atomically; merged into per-experiment CSVs by sml-tables."""
 
 from sustainml_exp.results.columns import COMMON_COLUMNS
-from sustainml_exp.results.store import atomic_write_text, load_records, merge_records, record_paths, write_record
+from sustainml_exp.results.store import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_records,
+    merge_records,
+    record_paths,
+    write_record,
+)
 
-__all__ = ["COMMON_COLUMNS", "atomic_write_text", "load_records", "merge_records", "record_paths", "write_record"]
+__all__ = ["COMMON_COLUMNS", "atomic_write_bytes", "atomic_write_text", "load_records", "merge_records",
+           "record_paths", "write_record"]

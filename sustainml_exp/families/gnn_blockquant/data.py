@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
@@ -24,7 +25,12 @@ os.environ.setdefault("OUTDATED_IGNORE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch_geometric.utils import remove_self_loops, to_undirected  # noqa: E402
+
+# torch_geometric's import decorates helpers with torch.jit.script, which recent torch deprecates: a warning
+# about the library, not about the user's run, so it stays out of every run's output.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from torch_geometric.utils import remove_self_loops, to_undirected  # noqa: E402
 
 from sustainml_exp.errors import ConfigError, DataMissingError  # noqa: E402
 from sustainml_exp.families.gnn_blockquant.config import GRAPH_DATASETS  # noqa: E402
@@ -130,8 +136,11 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -
     """Sparse CSR from unique (row, col) pairs already sorted by row, then column."""
     crow = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(rows, minlength=n), dim=0, out=crow[1:])
-    # Built sorted and unique above, so the invariant check would only cost time.
-    return torch.sparse_csr_tensor(crow, cols, values, (n, n), dtype=torch.float32, check_invariants=False)
+    # Built sorted and unique above, so the invariant check would only cost time; torch's "CSR is beta" notice
+    # would print on every run although only spmm, which is stable on CSR, touches these tensors.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, cols, values, (n, n), dtype=torch.float32, check_invariants=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

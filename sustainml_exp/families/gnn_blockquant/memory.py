@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-MIB = 2**20
-
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
     if t.layout != torch.strided:

@@ -11,6 +11,7 @@ layouts or protocols are never averaged together.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,7 @@ from sustainml_exp.compress.vm import (
     optimal_inner_level,
     variance_reduction,
 )
+from sustainml_exp.results import atomic_write_bytes, atomic_write_text
 
 __all__ = ["RunConfig", "config_label", "write_tables"]
 
@@ -330,7 +332,8 @@ def _latex(title: str, sections: Sequence[Section], notes: Sequence[str],
         lines += [" & ".join(cells) + r" \\", " ".join(rules)]
     lines.append(" & ".join(_latex_escape(c) for c in columns) + r" \\")
     for section in sections:
-        lines += [r"\midrule", rf"\multicolumn{{{len(columns)}}}{{l}}{{\textbf{{{_latex_escape(section.heading)}}}}} \\"]
+        heading = rf"\textbf{{{_latex_escape(section.heading)}}}"
+        lines += [r"\midrule", rf"\multicolumn{{{len(columns)}}}{{l}}{{{heading}}} \\"]
         for row in section.frame.itertuples(index=False):
             lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -345,6 +348,32 @@ def _latex(title: str, sections: Sequence[Section], notes: Sequence[str],
 
 def _latex_message(title: str, message: str) -> str:
     return "\n".join([f"% {title}", f"% {message}", _latex_escape(message), ""])
+
+
+def _write_table_files(stem: Path, title: str, sections: Sequence[Section], notes: Sequence[str], *,
+                       columns: Sequence[str], lead_columns: int, paper_group: str, paper_columns: Sequence[str],
+                       empty_message: str) -> list[Path]:
+    """``<stem>.md`` and ``<stem>.tex``, each written whole or not at all."""
+    md_path, tex_path = stem.with_suffix(".md"), stem.with_suffix(".tex")
+    if not sections:
+        atomic_write_text(md_path, f"# {title}\n\n{empty_message}\n")
+        atomic_write_text(tex_path, _latex_message(title, empty_message))
+        return [md_path, tex_path]
+    atomic_write_text(md_path, _markdown(title, sections, notes))
+    # Short column names in LaTeX: the grouped header row carries the paper's label.
+    latex_sections = [Section(s.heading, s.frame.set_axis([*columns, *paper_columns], axis=1), s.notes)
+                      for s in sections]
+    groups = [("", lead_columns), ("This reproduction", len(columns) - lead_columns),
+              (paper_group, len(paper_columns))]
+    atomic_write_text(tex_path, _latex(title, latex_sections, notes, groups))
+    return [md_path, tex_path]
+
+
+def _save_figure(fig: Figure, path: Path) -> list[Path]:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return [path]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,21 +469,12 @@ def _table4_notes(n_ignored: int) -> list[str]:
 
 
 def _write_table4(ok: pd.DataFrame, n_ignored: int, out_dir: Path) -> list[Path]:
-    md_path, tex_path = out_dir / "table4.md", out_dir / "table4.tex"
-    if ok.empty:
-        message = "No runs were recorded (no gnn_blockquant rows with status ok)."
-        md_path.write_text(f"# {TABLE4_TITLE}\n\n{message}\n", encoding="utf-8")
-        tex_path.write_text(_latex_message(TABLE4_TITLE, message), encoding="utf-8")
-        return [md_path, tex_path]
-    sections = [_table4_section(ds, ok[ok["dataset"] == ds]) for ds in _dataset_order(ok["dataset"].astype(str))]
-    notes = _table4_notes(n_ignored)
-    md_path.write_text(_markdown(TABLE4_TITLE, sections, notes), encoding="utf-8")
-    # Short column names in LaTeX: the grouped header row carries "Paper (D3.2 Table 4)".
-    latex_sections = [Section(s.heading, s.frame.set_axis([*TABLE4_COLUMNS, *PAPER_COLUMNS], axis=1), s.notes)
-                      for s in sections]
-    groups = [("", 2), ("This reproduction", len(TABLE4_COLUMNS) - 2), (PAPER_GROUP, len(PAPER_COLUMNS))]
-    tex_path.write_text(_latex(TABLE4_TITLE, latex_sections, notes, groups), encoding="utf-8")
-    return [md_path, tex_path]
+    sections = [] if ok.empty else [
+        _table4_section(ds, ok[ok["dataset"] == ds]) for ds in _dataset_order(ok["dataset"].astype(str))]
+    return _write_table_files(
+        out_dir / "table4", TABLE4_TITLE, sections, _table4_notes(n_ignored),
+        columns=TABLE4_COLUMNS, lead_columns=2, paper_group=PAPER_GROUP, paper_columns=PAPER_COLUMNS,
+        empty_message="No runs were recorded (no gnn_blockquant rows with status ok).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -531,7 +551,6 @@ _TABLE5_NOTES = [
 
 
 def _write_table5(ok: pd.DataFrame, out_dir: Path) -> list[Path]:
-    md_path, tex_path = out_dir / "table5.md", out_dir / "table5.tex"
     sections: list[Section] = []
     if not ok.empty:
         quantized = ok[[c.quant != "fp32" for c in ok["_config"]]]
@@ -539,18 +558,11 @@ def _write_table5(ok: pd.DataFrame, out_dir: Path) -> list[Path]:
             section = _table5_section(dataset, quantized[quantized["dataset"] == dataset])
             if section is not None:
                 sections.append(section)
-    if not sections:
-        message = ("No runs were recorded." if ok.empty else
-                   "No quantized runs with activation statistics were recorded.")
-        md_path.write_text(f"# {TABLE5_TITLE}\n\n{message}\n", encoding="utf-8")
-        tex_path.write_text(_latex_message(TABLE5_TITLE, message), encoding="utf-8")
-        return [md_path, tex_path]
-    md_path.write_text(_markdown(TABLE5_TITLE, sections, _TABLE5_NOTES), encoding="utf-8")
-    latex_sections = [Section(s.heading, s.frame.set_axis([*TABLE5_COLUMNS, *PAPER5_COLUMNS], axis=1), s.notes)
-                      for s in sections]
-    groups = [("", 3), ("This reproduction", len(TABLE5_COLUMNS) - 3), (PAPER5_GROUP, len(PAPER5_COLUMNS))]
-    tex_path.write_text(_latex(TABLE5_TITLE, latex_sections, _TABLE5_NOTES, groups), encoding="utf-8")
-    return [md_path, tex_path]
+    return _write_table_files(
+        out_dir / "table5", TABLE5_TITLE, sections, _TABLE5_NOTES,
+        columns=TABLE5_COLUMNS, lead_columns=3, paper_group=PAPER5_GROUP, paper_columns=PAPER5_COLUMNS,
+        empty_message="No runs were recorded." if ok.empty else
+        "No quantized runs with activation statistics were recorded.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -615,9 +627,7 @@ def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Pat
     config = run_config(record)
     fig.suptitle(f"Figure 9: normalized activations, {record.get('dataset')} {config_label(config)} "
                  f"(seed {record.get('seed')}); uniform model has no atoms", fontsize=10)
-    path = out_dir / "figure9.png"
-    fig.savefig(path, dpi=120)
-    return [path]
+    return _save_figure(fig, out_dir / "figure9.png")
 
 
 FIGURE10_D = (16, 64, 256, 1024)
@@ -647,9 +657,7 @@ def _write_figure10(out_dir: Path) -> list[Path]:
     rel_ax.legend(fontsize=8)
     fig.suptitle("Figure 10: expected stochastic-rounding variance under the clipped-normal model "
                  "(dots: optimum a*, dashed: uniform bins)", fontsize=10)
-    path = out_dir / "figure10.png"
-    fig.savefig(path, dpi=120)
-    return [path]
+    return _save_figure(fig, out_dir / "figure10.png")
 
 
 # ---------------------------------------------------------------------------------------------------------------

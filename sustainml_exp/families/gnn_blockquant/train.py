@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ import torch.nn.functional as F
 from sustainml_exp.compress import CompressionSpec
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
-from sustainml_exp.families.gnn_blockquant.memory import MIB, activation_bytes, record_saved_tensors
+from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
 from sustainml_exp.families.gnn_blockquant.model import GraphSAGE, effective_group_rows
+from sustainml_exp.peak_memory import MIB, PeakMemory
 
 log = logging.getLogger("sustainml_exp")
 
@@ -85,18 +85,11 @@ def measure_activation_mb(model: GraphSAGE, graph: GraphData, cfg: GNNRunConfig)
     return nbytes / MIB
 
 
-def _peak_memory_mb(device: str) -> tuple[float, str]:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / MIB, "cuda:max_memory_allocated(train loop)"
-    # Linux reports ru_maxrss in KiB: the process high-water mark, data and libraries included.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu:process_max_rss"
-
-
 @torch.no_grad()
 def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str, Any]]:
     """Table 5 statistics of every layer's (projected) input, normalized per quantization group."""
-    from sustainml_kernels.quant_ref import rademacher_ref
     from sustainml_exp.families.gnn_blockquant.analysis import activation_stats, normalize_groups
+    from sustainml_kernels.quant_ref import rademacher_ref
 
     spec = model.spec
     model.train()
@@ -121,8 +114,8 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     act_mem_mb = measure_activation_mb(model, graph, cfg)
     model.load_state_dict(initial_state)  # the measuring forward moved BatchNorm running stats
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    peak_memory = PeakMemory(device)
+    peak_memory.reset()
     log.info("training %s on %s (%d nodes, %d edges) for %d epochs on %s", cfg.quant, cfg.dataset,
              graph.x.shape[0], graph.num_edges, cfg.epochs, device)
     progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.quant}]")
@@ -133,7 +126,7 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
             t0 = time.perf_counter()
             loss = train_step(model, graph, optimizer, cfg, step=epoch)
             _sync(device)
-            if epoch > cfg.warmup_epochs:
+            if epoch > cfg.untimed_epochs:
                 timed_s += time.perf_counter() - t0
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 _, val_acc, test_acc = evaluate(model, graph)
@@ -146,13 +139,12 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
                 raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}")
     finally:
         progress.close()
-    peak_mem_mb, peak_source = _peak_memory_mb(device)
 
     metrics: dict[str, Any] = {
         "epochs": cfg.epochs,
-        "epochs_per_s": (cfg.epochs - cfg.warmup_epochs) / timed_s if timed_s > 0 else float("nan"),
-        "peak_mem_mb": peak_mem_mb,
-        "peak_mem_source": peak_source,
+        "epochs_per_s": (cfg.epochs - cfg.untimed_epochs) / timed_s if timed_s > 0 else float("nan"),
+        "peak_mem_mb": peak_memory.peak_mb(),
+        "peak_mem_source": peak_memory.source,
         "n_params": n_params,
         "test_acc": test_at_best,
         "val_acc": best_val,

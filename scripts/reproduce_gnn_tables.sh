@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce D3.2 Table 4 (GNN activation compression): ogbn-arxiv and Flickr sweeps with the paper's protocol,
-# then regenerate the tables and figures from the recorded runs.
+# Reproduce D3.2 Tables 4 and 5 (GNN activation compression): ogbn-arxiv and Flickr sweeps with the paper's
+# protocol, then regenerate the tables and figures from the recorded runs. Table 5's activation statistics come
+# from the EXACT INT2 runs of the same sweep (activation_stats=true is the default).
 #
-#   bash scripts/reproduce_table4.sh                       # paper protocol: 10 seeds, 500 / 400 epochs
-#   DATASET=synthetic SEEDS=0,1 EPOCHS=20 DEVICE=cpu bash scripts/reproduce_table4.sh energy=none   # quick check
+#   bash scripts/reproduce_gnn_tables.sh                       # paper protocol: 10 seeds, 500 / 400 epochs
+#   DATASET=synthetic SEEDS=0,1 EPOCHS=20 DEVICE=cpu bash scripts/reproduce_gnn_tables.sh energy=none   # quick check
 #
 # Environment (defaults = the paper's protocol):
 #   DATASET          dataset for both protocols (default: ogbn-arxiv for the arxiv part, flickr for the Flickr part)
@@ -56,7 +57,7 @@ for protocol in ${PROTOCOLS}; do
             sweep "${flickr[@]}" quant=block G_R=64
             ;;
         *)
-            echo "reproduce_table4.sh: unknown protocol '${protocol}' in PROTOCOLS; allowed: arxiv flickr" >&2
+            echo "reproduce_gnn_tables.sh: unknown protocol '${protocol}' in PROTOCOLS; allowed: arxiv flickr" >&2
             exit 2
             ;;
     esac
