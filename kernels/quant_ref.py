@@ -33,6 +33,8 @@ __all__ = [
     "hash_uint32",
     "pack_codes",
     "pack_mask_ref",
+    "project_quantize_pack_ref",
+    "project_rademacher_ref",
     "quantize_pack_ref",
     "rademacher_ref",
     "round_bf16_down",
@@ -213,7 +215,7 @@ def _bits_f32(bits: torch.Tensor) -> torch.Tensor:
     return signed.to(torch.int32).view(torch.float32)
 
 
-def _round_bf16(x: torch.Tensor, *, up: bool) -> torch.Tensor:
+def round_to_bf16_grid(x: torch.Tensor, *, up: bool) -> torch.Tensor:
     bits = _f32_bits(x.to(torch.float32))
     negative = (bits >> 31) == 1
     toward_zero = bits & 0xFFFF0000
@@ -226,12 +228,12 @@ def round_bf16_down(x: torch.Tensor) -> torch.Tensor:
     """Largest bf16 value <= x, returned as fp32 (exactly representable in bf16).
 
     On the fp32 bit pattern b: x >= 0 -> b & 0xFFFF0000; x < 0 -> (b + 0xFFFF) & 0xFFFF0000."""
-    return _round_bf16(x, up=False)
+    return round_to_bf16_grid(x, up=False)
 
 
 def round_bf16_up(x: torch.Tensor) -> torch.Tensor:
     """Smallest bf16 value >= x, returned as fp32: x >= 0 -> (b + 0xFFFF) & 0xFFFF0000; x < 0 -> b & 0xFFFF0000."""
-    return _round_bf16(x, up=True)
+    return round_to_bf16_grid(x, up=True)
 
 
 # --------------------------------------------------------------------------------------------- quantization
@@ -248,8 +250,8 @@ def vm_constants(vm_a: float) -> tuple[float, float]:
     """(a, b): the fp32 inner levels {0, a, b, 3} of variance-minimised INT2; a = fp32(vm_a), b = fp32(3 - a)."""
     if not 0.0 < vm_a < 1.5:
         raise ValueError(f"vm_a must lie in (0, 1.5), got {vm_a}")
-    a = _f32(vm_a)
-    return a, _f32(3.0 - a)
+    a = round_to_f32(vm_a)
+    return a, round_to_f32(3.0 - a)
 
 
 @lru_cache(maxsize=64)
@@ -257,26 +259,28 @@ def dequant_level_table(bits: int, vm_a: float | None) -> tuple[float, ...]:
     """fp32 values of level(c) / B per code c: c / B uniformly, [0, a, b, 3] / 3 with VM (rounded once to fp32)."""
     top = (1 << bits) - 1
     if vm_a is None:
-        return tuple(_f32(c / top) for c in range(top + 1))
+        return tuple(round_to_f32(c / top) for c in range(top + 1))
     a, b = vm_constants(vm_a)
-    return tuple(_f32(level / 3.0) for level in (0.0, a, b, 3.0))
+    return tuple(round_to_f32(level / 3.0) for level in (0.0, a, b, 3.0))
 
 
-def _f32(v: float) -> float:
+def round_to_f32(v: float) -> float:
     """v rounded to the nearest fp32 value (ties to even)."""
     return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
-def _check_quant_args(bits: int, group_size: int, vm_a: float | None) -> None:
+def check_quant_args(bits: int, group_size: int, vm_a: float | None) -> None:
     if bits not in QUANT_BITS:
         raise ValueError(f"bits={bits} is not supported; allowed: {', '.join(map(str, QUANT_BITS))}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
-    if vm_a is not None and bits != 2:
-        raise ValueError(f"variance-minimised levels need bits=2, got bits={bits}")
+    if vm_a is not None:
+        if bits != 2:
+            raise ValueError(f"variance-minimised levels need bits=2, got bits={bits}")
+        vm_constants(vm_a)  # its range check, up front: an input with no groups to quantize must fail alike
 
 
-def _split_groups(numel: int, group_size: int, fp32_tail: bool) -> tuple[int, int, int]:
+def split_groups(numel: int, group_size: int, fp32_tail: bool) -> tuple[int, int, int]:
     """(full groups, short-group length (0 = none), raw fp32 tail length)."""
     n_full, rem = divmod(numel, group_size)
     return (n_full, 0, rem) if fp32_tail else (n_full, rem, 0)
@@ -320,9 +324,9 @@ def quantize_pack_ref(x: torch.Tensor, bits: int, group_size: int, seed: int, vm
     Codes of all non-tail values are packed with ``pack_codes``. Requires finite x with |x| < 3.38e38 (the
     largest bf16 value).
     """
-    _check_quant_args(bits, group_size, vm_a)
+    check_quant_args(bits, group_size, vm_a)
     flat = x.detach().reshape(-1).to(torch.float32)
-    n_full, short, tail_len = _split_groups(flat.numel(), group_size, fp32_tail)
+    n_full, short, tail_len = split_groups(flat.numel(), group_size, fp32_tail)
     n_packed = n_full * group_size + short
     tail = flat[n_packed:].clone() if tail_len else None
 
@@ -348,12 +352,12 @@ def quantize_pack_ref(x: torch.Tensor, bits: int, group_size: int, seed: int, vm
     return PackedRef(payload, mins.to(torch.bfloat16), ranges.to(torch.bfloat16), tail)
 
 
-def unpack_dequantize_ref(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor,
-                          tail: torch.Tensor | None, shape: torch.Size | tuple[int, ...], bits: int,
-                          group_size: int, vm_a: float | None = None) -> torch.Tensor:
-    """Inverse of ``quantize_pack_ref``: fp32 tensor of ``shape`` with ``x_hat = table[q] * rng + mn`` (one fp32
-    multiply, then one add) where ``table = dequant_level_table(bits, vm_a)``; the fp32 tail is copied back."""
-    _check_quant_args(bits, group_size, vm_a)
+def check_packed_layout(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor, tail: torch.Tensor | None,
+                        shape: torch.Size | tuple[int, ...], bits: int, group_size: int,
+                        vm_a: float | None) -> tuple[int, int]:
+    """(numel, number of packed values) of a packed tensor, after checking that its parts fit ``shape``: a
+    corrupt layout must fail loudly rather than be decoded into garbage."""
+    check_quant_args(bits, group_size, vm_a)
     numel = math.prod(shape)
     tail_len = 0 if tail is None else tail.numel()
     n_packed = numel - tail_len
@@ -365,6 +369,15 @@ def unpack_dequantize_ref(payload: torch.Tensor, mins: torch.Tensor, ranges: tor
     n_bytes = -(-n_packed * bits // 8)
     if payload.numel() != n_bytes:
         raise ValueError(f"{n_packed} codes of {bits} bits need {n_bytes} bytes, got {payload.numel()}")
+    return numel, n_packed
+
+
+def unpack_dequantize_ref(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor,
+                          tail: torch.Tensor | None, shape: torch.Size | tuple[int, ...], bits: int,
+                          group_size: int, vm_a: float | None = None) -> torch.Tensor:
+    """Inverse of ``quantize_pack_ref``: fp32 tensor of ``shape`` with ``x_hat = table[q] * rng + mn`` (one fp32
+    multiply, then one add) where ``table = dequant_level_table(bits, vm_a)``; the fp32 tail is copied back."""
+    numel, n_packed = check_packed_layout(payload, mins, ranges, tail, shape, bits, group_size, vm_a)
     table = torch.tensor(dequant_level_table(bits, vm_a), dtype=torch.float32, device=payload.device)
     mins_f32, ranges_f32 = mins.to(torch.float32), ranges.to(torch.float32)
     out = torch.empty(numel, dtype=torch.float32, device=payload.device)
@@ -392,6 +405,46 @@ def rademacher_ref(seed: int, d: int, r: int, device: torch.device | str | None 
     scale = 1.0 / math.sqrt(r)
     signs = torch.where((h >> 31) == 1, -scale, scale)
     return signs.to(dtype).view(d, r)
+
+
+def project_rademacher_ref(x2d: torch.Tensor, seed: int, r: int) -> torch.Tensor:
+    """``x2d @ rademacher_ref(seed, D, r)`` as an (N, r) fp32 tensor, in an order a kernel can reproduce bit for bit.
+
+    Per output (n, j), with ``x = x2d.to(fp32)`` and s(d, j) the sign of entry (d, j) of ``rademacher_ref``::
+
+        acc = 0.0 (fp32)
+        for d in 0 .. D-1 (in this order):  acc = acc + (x[n, d] if s(d, j) > 0 else -x[n, d])   (one fp32 add)
+        out[n, j] = acc * fp32(1 / sqrt(r))                                                      (one fp32 multiply)
+
+    A matmul sums in an unspecified (blocked, FMA-contracted) order, so it agrees only to fp32 tolerance."""
+    if x2d.dim() != 2:
+        raise ValueError(f"project_rademacher_ref expects an N x D input, got shape {tuple(x2d.shape)}")
+    n_rows, d = x2d.shape
+    if d < 1 or r < 1:
+        raise ValueError(f"projection needs d >= 1 and r >= 1, got d={d}, r={r}")
+    x = x2d.detach()
+    # +-1 signs: the product x * (+-1) is exact, so addcmul_ (fused or not) rounds once per step, like acc + (+-x).
+    signs = torch.sign(rademacher_ref(seed, d, r, device=x.device))
+    scale = round_to_f32(1.0 / math.sqrt(r))  # rademacher_ref's entry magnitude, rounded once to fp32
+    out = torch.empty(n_rows, r, dtype=torch.float32, device=x.device)
+    # Rows per chunk: the D passes over an (rows, r) accumulator are fastest while it stays in cache (CPU; ~1 MiB
+    # measured best); a GPU wants few, large launches.
+    step = max(1, (1 << 18) // r) if x.device.type == "cpu" else max(1, _chunk_len(x.device) // max(d, r))
+    for start in range(0, n_rows, step):
+        chunk = x[start:start + step].to(torch.float32)
+        acc = torch.zeros(chunk.shape[0], r, dtype=torch.float32, device=x.device)  # +0.0, so acc is never -0.0
+        for col in range(d):
+            acc.addcmul_(chunk[:, col:col + 1], signs[col])
+        out[start:start + step] = acc.mul_(scale)
+    return out
+
+
+def project_quantize_pack_ref(x2d: torch.Tensor, r: int, proj_seed: int, bits: int, group_size: int, seed: int,
+                              vm_a: float | None = None, fp32_tail: bool = False) -> PackedRef:
+    """``quantize_pack_ref(project_rademacher_ref(x2d, proj_seed, r), bits, group_size, seed, vm_a, fp32_tail)``:
+    the projected N x r tensor quantized with noise indexed by flat offsets in that tensor."""
+    check_quant_args(bits, group_size, vm_a)
+    return quantize_pack_ref(project_rademacher_ref(x2d, proj_seed, r), bits, group_size, seed, vm_a, fp32_tail)
 
 
 def dropout_mask_ref(seed: int, shape: torch.Size | tuple[int, ...], p: float,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FP32 vs EXACT INT2 vs block INT2 (G/R=64, +VM) side by side: epochs/s, act_mem_mb, peak memory, ratio to FP32.
+"""FP32 vs EXACT INT2 vs block INT2 (G/R=64, +VM, lean) side by side: epochs/s, act_mem_mb, peak memory, ratio to FP32.
 
 Usage: python scripts/bench_gnn.py [--dataset synthetic_arxiv] [--steps 10] [--rounds 3] [--device auto]
 
@@ -24,17 +24,20 @@ from sustainml_exp.families.gnn_blockquant.train import build_model, measure_act
 from sustainml_exp.peak_memory import PeakMemory
 
 CONFIGS = {
-    "FP32": dict(quant="fp32", vm=False),
-    "EXACT INT2 D/R=8": dict(quant="exact", vm=False),
-    "INT2 block G/R=64": dict(quant="block", vm=False),
-    "INT2 block G/R=64 + VM": dict(quant="block", vm=True),
+    "FP32": dict(quant="fp32", vm=False, lean=False),
+    "EXACT INT2 D/R=8": dict(quant="exact", vm=False, lean=False),
+    "INT2 block G/R=64": dict(quant="block", vm=False, lean=False),
+    "INT2 block G/R=64 + VM": dict(quant="block", vm=True, lean=False),
+    "INT2 block G/R=64 lean": dict(quant="block", vm=False, lean=True),
 }
 
 
 def make_config(name: str, dataset: str) -> GNNRunConfig:
     knobs = CONFIGS[name]
-    compress = CompressConfig(quant=knobs["quant"], bits=2, kept_frac=0.125, G_R=64, vm=knobs["vm"])
-    cfg = GNNRunConfig(dataset=dataset, quant=knobs["quant"], vm=knobs["vm"], G_R=64, compress=compress)
+    compress = CompressConfig(quant=knobs["quant"], bits=2, kept_frac=0.125, G_R=64, vm=knobs["vm"], backend="auto",
+                              lean=knobs["lean"])
+    cfg = GNNRunConfig(dataset=dataset, quant=knobs["quant"], vm=knobs["vm"], G_R=64, lean=knobs["lean"],
+                       compress=compress)
     cfg.validate()
     return cfg
 

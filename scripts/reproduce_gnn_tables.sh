@@ -49,6 +49,8 @@ for protocol in ${PROTOCOLS}; do
             # EXACT INT2 D/R=8 with and without variance minimisation (Table 4's "INT2+VM" row).
             sweep "${arxiv[@]}" quant=exact vm=false,true
             sweep "${arxiv[@]}" quant=block G_R=2,4,8,16,32,64
+            # Ours, not in the paper: dropout masks regenerated from their seed in backward (same training).
+            sweep "${arxiv[@]}" quant=block G_R=64 lean=true
             ;;
         flickr)
             flickr=(experiment=gnn_flickr "dataset=${FLICKR_DATASET}" "epochs=${FLICKR_EPOCHS}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import os
 
-import pytest
+# Kernel tests run Triton's CPU interpreter; it must be chosen before anything imports triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from cli_helpers import SML_RUN, run_cli
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from cli_helpers import SML_RUN, run_cli  # noqa: E402
 
 
 @pytest.fixture

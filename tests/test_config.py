@@ -30,6 +30,9 @@ from sustainml_exp.cli import preflight
         (["-m", "G_R=2,0"], "G_R=0 is out of range"),
         (["seed=-1"], "seed=-1 is out of range"),
         (["energy.carbon_intensity_g_per_kwh=-3"], "energy.carbon_intensity_g_per_kwh=-3.0 is out of range"),
+        (["compress_backend=cuda"], "compress_backend='cuda' is not allowed; allowed: auto, torch, triton"),
+        (["quant=fp32", "lean=true"], "lean=true needs quant=exact or quant=block"),
+        (["lean=sometimes"], "lean: Value 'sometimes' is not a valid bool"),
     ],
 )
 def test_bad_input_is_one_line(argv: list[str], expected: str) -> None:
@@ -41,7 +44,8 @@ def test_bad_input_is_one_line(argv: list[str], expected: str) -> None:
 @pytest.mark.parametrize(
     "argv",
     [[], ["G_R=64"], ["experiment=gnn_flickr"], ["quant=exact", "vm=true"], ["-m", "G_R=2,4,8", "seed=0,1"],
-     ["--help"], ["energy=none", "compress.group_cap=1024"]],
+     ["--help"], ["energy=none", "compress.group_cap=1024"], ["lean=true", "compress_backend=torch"],
+     ["compress_backend=triton"]],
 )
 def test_good_input_passes(argv: list[str]) -> None:
     assert preflight(argv) is None
@@ -64,6 +68,10 @@ def test_top_level_knobs_are_interpolated_into_nested_config() -> None:
     typed, _ = _compose_typed(["G_R=16", "quant=exact", "bits=4", "kept_frac=0.25"])
     assert (typed.compress.G_R, typed.compress.quant, typed.compress.bits, typed.compress.kept_frac) == (
         16, "exact", 4, 0.25)
+    assert (typed.compress.backend, typed.compress.lean) == ("auto", False)
+    typed, _ = _compose_typed(["lean=true", "compress_backend=torch"])
+    assert (typed.compress.backend, typed.compress.lean) == ("torch", True)
+    assert {"lean": True, "compress_backend": "torch"}.items() <= typed.record_fields().items()
 
 
 def test_flickr_experiment_sets_paper_protocol() -> None:

@@ -14,15 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx
 
-from sustainml_exp.compress.qtensor import QTensor, dequantize, quantize
+from sustainml_exp.compress.backend import dropout_scale, resolve_backend
+from sustainml_exp.compress.qtensor import QTensor, dequantize, dequantize_row_chunks, project_quantize, quantize
 from sustainml_exp.compress.spec import CompressionSpec
-from sustainml_kernels.quant_ref import (
-    dropout_mask_ref,
-    pack_mask_ref,
-    rademacher_ref,
-    substream_seed,
-    unpack_mask_ref,
-)
+from sustainml_kernels.quant_ref import rademacher_ref, substream_seed
 
 __all__ = [
     "compressed_batch_norm",
@@ -34,6 +29,7 @@ __all__ = [
 ]
 
 _PROJECTION_STREAM = 1
+_DEFAULT_SPEC = CompressionSpec()
 
 
 def projection_seed(seed: int) -> int:
@@ -54,21 +50,29 @@ class _CompressedLinear(torch.autograd.Function):
         in_dim = x.shape[-1]
         kept_dim = spec.projected_dim(in_dim)
         project = kept_dim < in_dim
-        ctx.project, ctx.in_dim, ctx.kept_dim, ctx.seed = project, in_dim, kept_dim, seed
+        backend = resolve_backend(spec.backend, x.device).name
+        ctx.project, ctx.in_dim, ctx.kept_dim, ctx.seed, ctx.backend = project, in_dim, kept_dim, seed, backend
+        ctx.chunk_values = spec.grad_chunk_values
         ctx.has_rp, ctx.qmeta = False, None
 
+        # grad_input reads only the weight, grad_weight only the compressed input, grad_bias nothing.
         saved: list[torch.Tensor | None] = [weight if ctx.needs_input_grad[0] else None]
         if ctx.needs_input_grad[1]:
-            kept = x.reshape(-1, in_dim).to(torch.float32)
-            if project:
-                rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x.device)
-                kept = kept @ rp
-                if spec.store_rp_matrix:
+            x2d, group_size = x.reshape(-1, in_dim), spec.group_size(kept_dim)
+            if project and not spec.store_rp_matrix:
+                # The projection is regenerated from its seed in backward; a fused backend never writes N x R.
+                q = project_quantize(x2d, kept_dim, projection_seed(seed), spec.bits, group_size, vm=spec.vm,
+                                     seed=seed, fp32_tail=spec.fp32_tail, backend=backend)
+            else:
+                kept = x2d.to(torch.float32)
+                if project:
+                    rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x.device)
+                    kept = kept @ rp
                     saved.append(rp)
                     ctx.has_rp = True
-            q = quantize(kept, spec.bits, spec.group_size(kept_dim), vm=spec.vm, seed=seed,
-                         fp32_tail=spec.fp32_tail)
-            del kept
+                q = quantize(kept, spec.bits, group_size, vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
+                             backend=backend)
+                del kept
             saved.extend(q.tensors())
             ctx.qmeta = q.meta()
         ctx.save_for_backward(*saved)
@@ -83,8 +87,8 @@ class _CompressedLinear(torch.autograd.Function):
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[1]:
             rp = rest.pop(0) if ctx.has_rp else None
-            kept_hat = dequantize(QTensor.from_tensors(rest, ctx.qmeta))
-            grad_w = grad_rows.t().to(torch.float32) @ kept_hat
+            grad_w = _projected_weight_grad(grad_rows, QTensor.from_tensors(rest, ctx.qmeta), ctx.chunk_values,
+                                            ctx.backend)
             if ctx.project:
                 if rp is None:
                     rp = rademacher_ref(projection_seed(ctx.seed), ctx.in_dim, ctx.kept_dim, device=grad_out.device)
@@ -95,14 +99,31 @@ class _CompressedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def _projected_weight_grad(grad_rows: torch.Tensor, q: QTensor, chunk_values: int | None,
+                           backend: str) -> torch.Tensor:
+    """fp32 grad_rows^T @ dequantize(q) (O x R), accumulated over row chunks of q so that at most one chunk of
+    the dequantized N x R input exists at a time (it, not the packed bytes, would set the backward's peak)."""
+    grad_w: torch.Tensor | None = None
+    for row_start, row_stop, kept_hat in dequantize_row_chunks(q, chunk_values, backend=backend):
+        grad_chunk = grad_rows[row_start:row_stop].t().to(torch.float32)
+        if grad_w is None:
+            grad_w = grad_chunk @ kept_hat
+        else:
+            grad_w.addmm_(grad_chunk, kept_hat)
+        del kept_hat
+    if grad_w is None:  # no rows at all
+        grad_w = torch.zeros(grad_rows.shape[1], q.shape[1], dtype=torch.float32, device=grad_rows.device)
+    return grad_w
+
+
 def compressed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: CompressionSpec,
                       seed: int) -> torch.Tensor:
     """x @ W^T + b, saving for backward only the randomly projected, block-quantized input.
 
     The input rows (D values) are projected onto R = spec.projected_dim(D) columns by a Rademacher matrix drawn
     from ``projection_seed(seed)`` (no projection when R == D) and quantized with ``seed``. grad_input uses the
-    exact weights; grad_weight = grad_out^T @ (dequantized projection @ P^T) is unbiased. A spec that is not
-    enabled falls back to ``F.linear``.
+    exact weights; grad_weight = grad_out^T @ (dequantized projection @ P^T) is unbiased and is accumulated over
+    row chunks of ``spec.grad_chunk_values`` values. A spec that is not enabled falls back to ``F.linear``.
     """
     if not spec.enabled:
         return F.linear(x, weight, bias)
@@ -119,22 +140,29 @@ class _CompressedBatchNorm(torch.autograd.Function):
                 momentum: float, eps: float, spec: CompressionSpec, seed: int) -> torch.Tensor:
         out, save_mean, save_invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True,
                                                               momentum, eps)
-        ctx.eps, ctx.dtype, ctx.qmeta = eps, x.dtype, None
-        saved: list[torch.Tensor | None] = [weight, save_mean, save_invstd]
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
-            q = quantize(x, spec.bits, spec.group_size(x.shape[1]), vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail)
-            saved.extend(q.tensors())
+        backend = resolve_backend(spec.backend, x.device).name
+        ctx.eps, ctx.dtype, ctx.qmeta, ctx.backend = eps, x.dtype, None, backend
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        # grad_bias is a plain sum of grad_out: it reads nothing. grad_input and grad_weight read the input and
+        # the batch statistics; only grad_input reads the weight.
+        saved: list[torch.Tensor | None] = []
+        if need_x or need_w:
+            q = quantize(x, spec.bits, spec.group_size(x.shape[1]), vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
+                         backend=backend)
+            saved = [weight if need_x else None, save_mean, save_invstd, *q.tensors()]
             ctx.qmeta = q.meta()
         ctx.save_for_backward(*saved)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, save_mean, save_invstd, *q_tensors = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         grad_x = grad_w = grad_b = None
         if ctx.qmeta is not None:
-            x_hat = dequantize(QTensor.from_tensors(q_tensors, ctx.qmeta)).to(ctx.dtype)
+            weight, save_mean, save_invstd, *q_tensors = ctx.saved_tensors
+            # Not chunked like the linear backward: native_batch_norm_backward needs the whole N x D input at
+            # once (its per-feature reductions and grad_input share one pass), so the full x_hat is dequantized.
+            x_hat = dequantize(QTensor.from_tensors(q_tensors, ctx.qmeta), backend=ctx.backend).to(ctx.dtype)
             grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
                 grad_out.contiguous(), x_hat, weight, None, None, save_mean, save_invstd, True, ctx.eps,
                 [need_x, need_w, need_b])
@@ -164,53 +192,56 @@ def compressed_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, ru
 
 class _ReLUBitmask(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape = tuple(x.shape)
-        ctx.save_for_backward(pack_mask_ref(x > 0))
-        return torch.relu(x)
+    def forward(ctx: FunctionCtx, x: torch.Tensor, backend: str) -> torch.Tensor:
+        ops = resolve_backend(backend, x.device)
+        ctx.backend = ops.name
+        out, packed = ops.relu_pack(x)
+        ctx.save_for_backward(packed)
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         (packed,) = ctx.saved_tensors
-        positive = unpack_mask_ref(packed, ctx.shape)
-        return torch.where(positive, grad_out, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device))
+        return resolve_backend(ctx.backend, grad_out.device).masked_scale(grad_out, packed, 1.0), None
 
 
-def relu_bitmask(x: torch.Tensor) -> torch.Tensor:
-    """ReLU that saves 1 bit per element (x > 0) for backward."""
-    return _ReLUBitmask.apply(x)
+def relu_bitmask(x: torch.Tensor, spec: CompressionSpec | None = None) -> torch.Tensor:
+    """ReLU that saves 1 bit per element (x > 0) for backward; ``spec.backend`` picks the implementation."""
+    return _ReLUBitmask.apply(x, (spec or _DEFAULT_SPEC).backend)
 
 
 class _DropoutBitmask(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-        keep = dropout_mask_ref(seed, tuple(x.shape), p, device=x.device)
-        ctx.shape, ctx.scale = tuple(x.shape), _dropout_scale(p)
-        ctx.save_for_backward(pack_mask_ref(keep))
-        return _apply_keep(x, keep, ctx.scale)
+    def forward(ctx: FunctionCtx, x: torch.Tensor, p: float, seed: int, backend: str, lean: bool) -> torch.Tensor:
+        ops = resolve_backend(backend, x.device)
+        ctx.backend, ctx.p, ctx.seed, ctx.scale, ctx.lean = ops.name, p, seed, dropout_scale(p), lean
+        if lean:  # the keep-mask is a function of the seed: regenerate it in backward instead of storing it
+            return ops.dropout_apply(x, p, seed)
+        out, packed = ops.dropout_pack(x, p, seed)
+        ctx.save_for_backward(packed)
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (packed,) = ctx.saved_tensors
-        return _apply_keep(grad_out, unpack_mask_ref(packed, ctx.shape), ctx.scale), None, None
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        ops = resolve_backend(ctx.backend, grad_out.device)
+        if ctx.lean:
+            grad_x = ops.dropout_apply(grad_out, ctx.p, ctx.seed)
+        else:
+            (packed,) = ctx.saved_tensors
+            grad_x = ops.masked_scale(grad_out, packed, ctx.scale)
+        return grad_x, None, None, None, None
 
 
-def _dropout_scale(p: float) -> float:
-    return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-
-
-def _apply_keep(t: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-    return torch.where(keep, t * scale, torch.zeros((), dtype=t.dtype, device=t.device))
-
-
-def dropout_bitmask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+def dropout_bitmask(x: torch.Tensor, p: float, seed: int, spec: CompressionSpec | None = None) -> torch.Tensor:
     """Dropout whose keep-mask is a function of ``seed`` (``dropout_mask_ref``) and is saved as 1 bit per element:
-    x * mask / (1 - p). p = 0 returns x unchanged and saves nothing."""
+    x * mask / (1 - p); with ``spec.lean`` nothing is saved and backward regenerates the mask from the seed (same
+    gradient). p = 0 returns x unchanged and saves nothing."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must lie in [0, 1], got {p}")
     if p == 0.0:
         return x
-    return _DropoutBitmask.apply(x, p, seed)
+    spec = spec or _DEFAULT_SPEC
+    return _DropoutBitmask.apply(x, p, seed, spec.backend, spec.lean)
 
 
 # --------------------------------------------------------------------------------------------- graph

@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["QUANT_MODES", "CompressionSpec", "effective_G_R"]
+__all__ = ["COMPRESS_BACKENDS", "DEFAULT_GRAD_CHUNK_VALUES", "QUANT_MODES", "CompressionSpec", "effective_G_R"]
 
 QUANT_MODES = ("fp32", "exact", "block")
+COMPRESS_BACKENDS = ("auto", "torch", "triton")  # see compress.backend.resolve_backend
 _SPEC_BITS = (2, 4, 8)
+# 2^20 fp32 values = 4 MiB per dequantized chunk in the weight-gradient backward: a fraction of the N x R buffer
+# on arxiv-sized graphs (169k x 16 = 10.3 MiB), yet large enough that a chunk's matmul is not launch-bound.
+DEFAULT_GRAD_CHUNK_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,11 @@ class CompressionSpec:
     group_cap: largest block in values (the public i-Exact code's cap is 1024); None = no cap.
     fp32_tail: keep the ragged last block raw in fp32 (public code) instead of as a short block.
     store_rp_matrix: save the fp32 D x R projection (public code) instead of regenerating it from its seed.
+    backend: 'auto' | 'torch' | 'triton', the implementation that packs and unpacks (same bytes either way).
+    lean: save nothing that can be recomputed cheaply from a seed (dropout keep-masks are regenerated in backward);
+        gradients are bit-identical to lean=False.
+    grad_chunk_values: the linear weight-gradient backward dequantizes the saved input in row chunks of about this
+        many values and accumulates grad_out_chunk^T @ chunk; None dequantizes the whole N x R input at once.
     """
 
     quant: str = "block"
@@ -29,6 +38,9 @@ class CompressionSpec:
     group_cap: int | None = None
     fp32_tail: bool = False
     store_rp_matrix: bool = False
+    backend: str = "auto"
+    lean: bool = False
+    grad_chunk_values: int | None = DEFAULT_GRAD_CHUNK_VALUES
 
     def __post_init__(self) -> None:
         if self.quant not in QUANT_MODES:
@@ -44,6 +56,12 @@ class CompressionSpec:
         if self.group_cap is not None and (isinstance(self.group_cap, bool) or not isinstance(self.group_cap, int)
                                            or self.group_cap < 1):
             raise ValueError(f"group_cap must be an integer >= 1 or None, got {self.group_cap!r}")
+        if self.backend not in COMPRESS_BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is not allowed; allowed: {', '.join(COMPRESS_BACKENDS)}")
+        if self.grad_chunk_values is not None and (isinstance(self.grad_chunk_values, bool)
+                                                   or not isinstance(self.grad_chunk_values, int)
+                                                   or self.grad_chunk_values < 1):
+            raise ValueError(f"grad_chunk_values must be an integer >= 1 or None, got {self.grad_chunk_values!r}")
 
     @property
     def enabled(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,9 +15,16 @@ from sustainml_exp.compress import (
     CompressionSpec,
     compressed_batch_norm,
     compressed_linear,
+    dequantize,
+    dequantize_row_chunks,
+    dequantize_rows,
     dropout_bitmask,
+    quantize,
     relu_bitmask,
+    resolve_backend,
+    row_chunk_alignment,
     spmm,
+    triton_usable,
 )
 from sustainml_kernels.quant_ref import dropout_mask_ref
 
@@ -239,3 +247,118 @@ def test_disabled_spec_falls_back_to_plain_ops() -> None:
     x, weight, bias, _ = _linear_inputs()
     spec = CompressionSpec(quant="fp32")
     torch.testing.assert_close(compressed_linear(x, weight, bias, spec, 0), F.linear(x, weight, bias))
+
+
+@pytest.mark.parametrize("spec", [
+    CompressionSpec(quant="block", G_R=3, kept_frac=0.25),  # 8 columns, 24-value blocks, short last block
+    CompressionSpec(quant="exact", kept_frac=0.25, vm=True, store_rp_matrix=True),
+    CompressionSpec(quant="block", G_R=5, kept_frac=1.0, fp32_tail=True),  # no projection, ragged fp32 tail
+], ids=["block-short-block", "exact-vm-stored-rp", "block-no-rp-tail"])
+def test_chunked_weight_gradient_matches_unchunked(spec: CompressionSpec) -> None:
+    x, weight, bias, grad_out = _linear_inputs(n=203)  # 203 rows: the last chunk is short
+    w = weight.clone().requires_grad_()
+    chunked = dataclasses.replace(spec, grad_chunk_values=48)  # a few aligned row units per chunk
+    whole = dataclasses.replace(spec, grad_chunk_values=None)
+    grads = [torch.autograd.grad(compressed_linear(x, w, bias, s, seed=5), w, grad_out)[0] for s in (chunked, whole)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_dequantize_row_chunks_cover_the_tensor_in_aligned_pieces() -> None:
+    g = torch.Generator().manual_seed(3)
+    for shape, group_size, bits, fp32_tail in [((203, 8), 24, 2, False), ((101, 6), 30, 2, True),
+                                               ((77, 3), 3, 4, False), ((51, 16), 16, 8, True)]:
+        q = quantize(torch.randn(shape, generator=g), bits, group_size, seed=1, fp32_tail=fp32_tail)
+        align = row_chunk_alignment(q)
+        pieces = list(dequantize_row_chunks(q, 2 * align * shape[1] + 1))
+        assert len(pieces) > 2 and pieces[-1][1] - pieces[-1][0] < pieces[0][1] - pieces[0][0]
+        assert all(start % align == 0 for start, _, _ in pieces)
+        assert [stop for _, stop, _ in pieces[:-1]] == [start for start, _, _ in pieces[1:]]
+        assert torch.equal(torch.cat([piece for _, _, piece in pieces]), dequantize(q))
+    with pytest.raises(ValueError, match="multiple of"):
+        dequantize_rows(quantize(torch.randn(40, 8), 2, 24, seed=0), 1, 5)
+
+
+def test_lean_dropout_saves_nothing_and_gives_the_same_gradient() -> None:
+    x = torch.randn(30, 40)
+    lean = CompressionSpec(lean=True)
+    results = []
+    for spec in (None, lean):
+        leaf = x.clone().requires_grad_()
+        with saved_tensors() as saved:
+            out = dropout_bitmask(leaf, 0.4, seed=11, spec=spec)
+        results.append((out, torch.autograd.grad(out, leaf, torch.arange(1200.0).view(30, 40))[0], len(saved)))
+    assert results[1][2] == 0 and results[0][2] == 1
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_backend_choice_is_validated_and_torch_is_always_available() -> None:
+    assert resolve_backend("auto", "cpu").name == "torch"
+    assert resolve_backend("torch", "cpu").name == "torch"
+    with pytest.raises(ValueError, match="compress_backend='cuda' is not allowed; allowed: auto, torch, triton"):
+        resolve_backend("cuda", "cpu")
+    with pytest.raises(ValueError, match="backend='cuda' is not allowed"):
+        CompressionSpec(backend="cuda")
+    x = torch.randn(64, 8)
+    q_auto, q_torch = quantize(x, 2, 16, seed=3), quantize(x, 2, 16, seed=3, backend="torch")
+    assert all(torch.equal(a, b) for a, b in zip(q_auto.tensors(), q_torch.tensors()))
+    assert torch.equal(dequantize(q_auto), dequantize(q_torch, backend="torch"))
+
+
+def test_triton_backend_on_cpu_without_the_interpreter_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="compress_backend=triton") as info:
+        resolve_backend("triton", "cpu")
+    assert "\n" not in str(info.value) and "allowed here: auto, torch" in str(info.value)
+
+
+def test_triton_linear_uses_the_fused_projection(monkeypatch) -> None:
+    """Dispatch only (the kernels are tested elsewhere): a stand-in 'triton' backend whose fused projection is
+    the torch reference must be called once and store the same bytes as the torch path."""
+    from sustainml_exp.compress import backend as backend_module
+    from sustainml_kernels.quant_ref import quantize_pack_ref, rademacher_ref
+
+    calls = []
+
+    def fused(x2d, r, proj_seed, bits, group_size, seed, vm_a=None, fp32_tail=False):
+        calls.append((tuple(x2d.shape), r))
+        projected = x2d.float() @ rademacher_ref(proj_seed, x2d.shape[1], r, device=x2d.device)
+        return quantize_pack_ref(projected, bits, group_size, seed, vm_a, fp32_tail)
+
+    stand_in = dataclasses.replace(backend_module.TORCH_BACKEND, name="triton", project_quantize_pack=fused)
+    monkeypatch.setattr(backend_module, "_triton_backend", lambda: stand_in)
+    monkeypatch.setattr(backend_module, "triton_usable", lambda device: True)
+    monkeypatch.setattr(backend_module, "_self_check", lambda *args: None)  # its own calls would count here
+    x, weight, bias, grad_out = _linear_inputs()
+    w = weight.clone().requires_grad_()
+    stored = {}
+    for name in ("torch", "triton"):
+        with saved_tensors() as saved:
+            out = compressed_linear(x, w, bias, CompressionSpec(G_R=4, kept_frac=0.25, backend=name), seed=2)
+        stored[name] = [t for t in saved if t is not w]
+        torch.autograd.grad(out, w, grad_out)
+    assert calls == [((48, 32), 8)]
+    assert all(torch.equal(a, b) for a, b in zip(stored["torch"], stored["triton"], strict=True))
+
+
+@pytest.mark.skipif(not triton_usable("cpu"), reason="needs triton and TRITON_INTERPRET=1 (set in tests/conftest.py)")
+@pytest.mark.parametrize("linear_spec", [
+    dict(kept_frac=1.0),  # no projection
+    dict(kept_frac=0.25, store_rp_matrix=True),  # projection by the same matmul on both backends
+], ids=["no-rp", "stored-rp"])
+def test_triton_interpreter_matches_torch_bit_for_bit(linear_spec: dict) -> None:
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = torch.randn(64, 32, generator=g), torch.randn(8, 32, generator=g), torch.randn(8, generator=g)
+    grad_out, bn_in = torch.randn(64, 8, generator=g), torch.randn(64, 16, generator=g)
+    results = {}
+    for name in ("torch", "triton"):
+        spec = CompressionSpec(G_R=4, vm=True, backend=name, grad_chunk_values=64, **linear_spec)
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = compressed_linear(*leaves, spec, seed=3)
+        linear_grads = torch.autograd.grad(out, leaves, grad_out)
+        h = bn_in.clone().requires_grad_()
+        bn = torch.nn.BatchNorm1d(16)
+        y = compressed_batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, 0.1, 1e-5, spec, 4)
+        y = dropout_bitmask(relu_bitmask(y, spec), 0.5, 7, spec)
+        y = dropout_bitmask(relu_bitmask(y, spec), 0.5, 8, dataclasses.replace(spec, lean=True))
+        results[name] = (out, *linear_grads, y.detach(), *torch.autograd.grad(y.sum(), (h, bn.weight)))
+    assert all(torch.equal(a, b) for a, b in zip(results["torch"], results["triton"], strict=True))

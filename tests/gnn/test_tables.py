@@ -145,3 +145,20 @@ def test_no_ok_rows_still_writes_tables_and_the_analytic_figure(tmp_path: Path) 
     assert "No runs were recorded" in (tmp_path / "table4.md").read_text()
     assert "No runs were recorded" in (tmp_path / "table5.md").read_text()
     assert matplotlib.image.imread(tmp_path / "figure10.png").ndim == 3
+
+
+def test_lean_runs_get_their_own_row_without_paper_values(tmp_path: Path) -> None:
+    rows = []
+    for seed in SEEDS:
+        rows.append(_row("synthetic_arxiv", "block", seed, act_mem_mb=25.32))
+        rows.append({**_row("synthetic_arxiv", "block", seed, act_mem_mb=20.16), "lean": True,
+                     "run_id": f"lean-{seed}"})
+    write_tables(pd.DataFrame(rows), [], tmp_path)
+    header, *table = _table_rows((tmp_path / "table4.md").read_text(), "synthetic_arxiv")
+    by_label = {r[0]: r for r in table}
+    assert list(by_label) == ["INT2 block G/R=64", "INT2 block G/R=64 (lean)"]
+    assert by_label["INT2 block G/R=64"][header.index("M (MB)")] == "25.32"
+    lean = by_label["INT2 block G/R=64 (lean)"]
+    assert lean[header.index("n")] == "3" and lean[header.index("M (MB)")] == "20.16"
+    assert by_label["INT2 block G/R=64"][header.index("Paper (D3.2 Table 4) M (MB)")] == "25.56"
+    assert lean[header.index("Paper (D3.2 Table 4) M (MB)")] == "–"

@@ -12,6 +12,8 @@ GRAPH_DATASETS = ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
 QUANT_MODES = ("fp32", "exact", "block")
 QUANT_BITS = (2, 4, 8)
 LOSSES = ("ce", "exact_arxiv")
+# Mirrors sustainml_exp.compress.spec.COMPRESS_BACKENDS (importing that package would import torch at start-up).
+COMPRESS_BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -47,6 +49,8 @@ class CompressConfig:
     kept_frac: float = "${kept_frac}"  # type: ignore[assignment]
     G_R: int = "${G_R}"  # type: ignore[assignment]
     vm: bool = "${vm}"  # type: ignore[assignment]
+    backend: str = "${compress_backend}"
+    lean: bool = "${lean}"  # type: ignore[assignment]
     # The public i-Exact code caps a block at 1024 values (its CUDA thread layout); null = no cap.
     group_cap: Optional[int] = None
     # Keep the ragged tail that does not fill a block in FP32 (public code) instead of as a short block.
@@ -63,6 +67,9 @@ class CompressConfig:
             raise ConfigError(f"vm=true needs bits=2 (variance minimisation is defined for INT2), got bits={self.bits}")
         if self.vm and self.quant == "fp32":
             raise ConfigError("vm=true needs quant=exact or quant=block; quant=fp32 stores no quantized tensors")
+        check_choice("compress_backend", self.backend, COMPRESS_BACKENDS)
+        if self.lean and self.quant == "fp32":
+            raise ConfigError("lean=true needs quant=exact or quant=block; quant=fp32 stores no compressed tensors")
         if self.group_cap is not None:
             check_range("compress.group_cap", self.group_cap, lo=1)
 
@@ -77,6 +84,10 @@ class GNNRunConfig(BaseRunConfig):
     bits: int = 2
     kept_frac: float = 0.125
     vm: bool = False
+    # Implementation of packing/unpacking: auto = triton on CUDA when usable, else torch (same bytes either way).
+    compress_backend: str = "auto"
+    # Regenerate dropout masks from their seed in backward instead of storing them (same gradients, less memory).
+    lean: bool = False
     # Epochs whose training steps are excluded from epochs_per_s (allocator and kernel warm-up); a run shorter
     # than warmup_epochs + 1 excludes all but its last epoch rather than refusing to start.
     warmup_epochs: int = 3
@@ -98,6 +109,9 @@ class GNNRunConfig(BaseRunConfig):
             "kept_frac": self.kept_frac,
             "G_R": self.G_R,
             "vm": self.vm,
+            "lean": self.lean,
+            # The requested backend; a run that starts overwrites it with the one actually used (never 'auto').
+            "compress_backend": self.compress_backend,
             "group_cap": self.compress.group_cap,
             "fp32_tail": self.compress.fp32_tail,
             "store_rp_matrix": self.compress.store_rp_matrix,
@@ -110,6 +124,7 @@ class GNNRunConfig(BaseRunConfig):
         check_choice("dataset", self.dataset, GRAPH_DATASETS)
         if self.G_R is None:
             raise ConfigError("G_R=null is not allowed for gnn_blockquant; allowed: an integer >= 1")
+        check_choice("compress_backend", self.compress_backend, COMPRESS_BACKENDS)
         check_range("warmup_epochs", self.warmup_epochs, lo=0)
         check_range("eval_every", self.eval_every, lo=1)
         self.model.validate()

@@ -340,7 +340,9 @@ def _load_ogbn_arxiv(root: Path, download: bool) -> RawGraph:
         # torch 2.6; allowing exactly the PyG classes that file pickles keeps the safe loader working.
         safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
         allowed = safe_globals([DataEdgeAttr, DataTensorAttr, GlobalStorage]) if safe_globals else nullcontext()
-        with allowed:
+        with allowed, warnings.catch_warnings():
+            # ogb wraps a read-only numpy array when it processes the raw files; nothing writes to it.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return dataset_cls(name="ogbn-arxiv", root=str(root))
 
     dataset = _construct("ogbn-arxiv", directory, missing, make)

@@ -2,8 +2,9 @@
 
 Per hidden layer, training mode with compression enabled saves exactly what the spec lists: the projected INT2
 layer input (shared by the root linear), the projected INT2 aggregation (neighbour linear), the INT2 BatchNorm
-input, and 1-bit ReLU and dropout masks. Input gradients use exact weights. FP32 mode and evaluation use the
-plain torch ops, so FP32 reproduces the paper's byte count (4864 bytes per arxiv node).
+input, and 1-bit ReLU and dropout masks (with ``spec.lean`` the dropout mask is not stored but regenerated from
+its seed in backward). Input gradients use exact weights. FP32 mode and evaluation use the plain torch ops, so
+FP32 reproduces the paper's byte count (4864 bytes per arxiv node).
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class GraphSAGE(nn.Module):
                 break
             x = self._normalize(i, x, spec, seed_of[_SLOT_BN])
             if compress:
-                x = relu_bitmask(x)
-                x = dropout_bitmask(x, self.dropout, seed_of[_SLOT_DROPOUT]) if self.dropout > 0 else x
+                x = relu_bitmask(x, spec)
+                x = dropout_bitmask(x, self.dropout, seed_of[_SLOT_DROPOUT], spec) if self.dropout > 0 else x
             else:
                 x = F.relu(x)
                 if self.training and self.dropout > 0:

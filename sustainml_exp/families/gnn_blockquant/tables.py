@@ -55,6 +55,8 @@ class RunConfig:
     group_cap: int | None
     fp32_tail: bool
     store_rp_matrix: bool
+    # Dropout masks regenerated instead of stored: same training, less memory, so never averaged with non-lean.
+    lean: bool = False
 
     @property
     def paper_layout(self) -> bool:
@@ -63,12 +65,12 @@ class RunConfig:
 
     @property
     def default_layout(self) -> bool:
-        return self.group_cap is None and not self.fp32_tail and not self.store_rp_matrix
+        return self.group_cap is None and not self.fp32_tail and not self.store_rp_matrix and not self.lean
 
     def sort_key(self) -> tuple:
         return (self.vm, QUANT_ORDER.get(self.quant, 9), self.quant, not self.paper_layout, self.bits,
                 self.kept_frac or 0.0, self.G_R or 0, not self.default_layout, self.group_cap or 0,
-                self.fp32_tail, self.store_rp_matrix)
+                self.fp32_tail, self.store_rp_matrix, self.lean)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ def run_config(row: pd.Series | dict[str, Any]) -> RunConfig:
         group_cap=_to_int(row.get("group_cap")),
         fp32_tail=_to_bool(row.get("fp32_tail")),
         store_rp_matrix=_to_bool(row.get("store_rp_matrix")),
+        lean=_to_bool(row.get("lean")),
     )
 
 
@@ -198,6 +201,8 @@ def config_label(config: RunConfig, effective_g_r: str | None = None) -> str:
         layout.append("fp32 tail")
     if config.store_rp_matrix:
         layout.append("stored RP")
+    if config.lean:
+        layout.append("lean")
     if effective_g_r:
         layout.append(f"eff. G/R {effective_g_r}")
     if layout:
@@ -391,6 +396,8 @@ def _paper_table4_cells(dataset: str, config: RunConfig) -> list[str]:
     paper_dataset, applicable = _PAPER_DATASET[dataset]
     if config.quant != "fp32" and not config.paper_layout:
         return [DASH] * 3
+    if config.lean:  # the paper stores every mask; its M does not describe a lean run
+        return [DASH] * 3
     ref = _PAPER_TABLE4.get((paper_dataset, config.quant, config.G_R, config.vm))
     if ref is None:
         return [DASH] * 3
@@ -460,7 +467,9 @@ def _table4_notes(n_ignored: int) -> list[str]:
         "M: activation memory after one training-mode forward (paper protocol; MiB). Peak: peak memory of the "
         "training loop (MiB). Energy: mean per run ('–' when not metered).",
         "Rows group runs of identical configuration and layout; layout knobs other than the default "
-        "(no group cap, short last block, projection regenerated from its seed) are named in the label.",
+        "(no group cap, short last block, projection regenerated from its seed, dropout masks stored) are named in "
+        "the label. 'lean' rows regenerate dropout masks from their seed in backward (identical training, less "
+        "memory); the paper has no such row.",
         _LAYOUT_NOTE,
     ]
     if n_ignored:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sustainml_exp.compress import CompressionSpec
+from sustainml_exp.compress import CompressionSpec, resolve_backend
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
@@ -25,16 +25,27 @@ log = logging.getLogger("sustainml_exp")
 _EXACT_ARXIV_EPS = 1.0 - math.log(2.0)
 
 
-def compression_spec(cfg: GNNRunConfig) -> CompressionSpec:
+def compression_spec(cfg: GNNRunConfig, backend: str | None = None) -> CompressionSpec:
+    """The model's CompressionSpec; ``backend`` (e.g. the resolved one) overrides ``cfg.compress.backend``."""
     c = cfg.compress
     return CompressionSpec(quant=c.quant, bits=c.bits, kept_frac=c.kept_frac, G_R=c.G_R, vm=c.vm,
-                           group_cap=c.group_cap, fp32_tail=c.fp32_tail, store_rp_matrix=c.store_rp_matrix)
+                           group_cap=c.group_cap, fp32_tail=c.fp32_tail, store_rp_matrix=c.store_rp_matrix,
+                           backend=backend or c.backend, lean=c.lean)
 
 
-def build_model(cfg: GNNRunConfig, graph: GraphData) -> GraphSAGE:
+def resolved_backend(cfg: GNNRunConfig, device: str) -> str:
+    """The backend the compressed ops will use on ``device`` ('none' when nothing is compressed); raises
+    ValueError (one line) for compress_backend=triton where the Triton kernels cannot run."""
+    if cfg.compress.quant == "fp32":
+        return "none"
+    return resolve_backend(cfg.compress.backend, torch.device(device)).name
+
+
+def build_model(cfg: GNNRunConfig, graph: GraphData, backend: str | None = None) -> GraphSAGE:
     m = cfg.model
     return GraphSAGE(in_dim=graph.x.shape[1], hidden=m.hidden, out_dim=graph.num_classes, num_layers=m.num_layers,
-                     dropout=m.dropout, batch_norm=m.batch_norm, spec=compression_spec(cfg), run_seed=cfg.seed)
+                     dropout=m.dropout, batch_norm=m.batch_norm, spec=compression_spec(cfg, backend),
+                     run_seed=cfg.seed)
 
 
 def training_loss(log_probs: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -106,8 +117,9 @@ def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str,
 
 def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     device = ctx.device
+    backend = resolved_backend(cfg, device)  # fails before any data is loaded when triton cannot run here
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
-    model = build_model(cfg, graph).to(device)
+    model = build_model(cfg, graph, None if backend == "none" else backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
     initial_state = copy.deepcopy(model.state_dict())
@@ -116,8 +128,8 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
 
     peak_memory = PeakMemory(device)
     peak_memory.reset()
-    log.info("training %s on %s (%d nodes, %d edges) for %d epochs on %s", cfg.quant, cfg.dataset,
-             graph.x.shape[0], graph.num_edges, cfg.epochs, device)
+    log.info("training %s on %s (%d nodes, %d edges) for %d epochs on %s (compress backend %s)", cfg.quant,
+             cfg.dataset, graph.x.shape[0], graph.num_edges, cfg.epochs, device, backend)
     progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.quant}]")
     timed_s, best_val, test_at_best, best_epoch = 0.0, -1.0, float("nan"), 0
     try:
@@ -151,6 +163,7 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "act_mem_mb": act_mem_mb,
         "effective_G_R": effective_group_rows(model),
+        "compress_backend": backend,
         "num_nodes": graph.x.shape[0],
         "num_edges": graph.num_edges,
     }

@@ -1,0 +1,215 @@
+"""Triton kernels for the Rademacher projection of ``quant_ref``, fused with the INT-b quantization and packing.
+
+* ``project_rademacher_triton`` mirrors ``project_rademacher_ref`` bit for bit;
+* ``project_quantize_pack_triton`` mirrors ``project_quantize_pack_ref`` bit for bit: one kernel reads the rows of
+  x, projects them and quantizes and packs the projected values, so neither the N x r projection nor the D x r
+  matrix is ever written to global memory.
+
+The projection signs are regenerated from the counter-based hash (entry (d, j) is negative iff bit 31 of
+``hash_uint32(seed, d * r + j)`` is set). Every output is accumulated sequentially over d with one fp32 add per
+step and scaled by one fp32 multiply, as the reference specifies; quantization reuses the device helpers of
+``quant_triton`` (bf16 directed rounding on the bit pattern, ``div_rn`` divisions, hash noise of the flat offset in
+the projected tensor). Launches pass ``enable_fp_fusion=False`` so no multiply-add is contracted into an FMA.
+
+The fused kernel works on tiles of whole groups of the flat N x r tensor, so it needs byte-aligned groups
+(``group_size * bits % 8 == 0``) of at most ``quant_triton.MAX_GROUP_TILE`` values and r <= 64 (the signs of one
+input column fit one 64-bit word). Other shapes project with ``project_rademacher_triton`` and quantize with
+``quantize_pack_triton`` (the projection then does exist in global memory, once).
+
+On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``import triton``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sustainml_kernels.quant_ref import PackedRef, check_quant_args, hash_keys, round_to_f32, split_groups
+from sustainml_kernels.quant_triton import (
+    MAX_GROUP_TILE,
+    TRITON_AVAILABLE,
+    bf16_exact,
+    hash_at,
+    next_pow2,
+    pack_rows,
+    quantize_codes,
+    quantize_pack_triton,
+    round_to_bf16_grid,
+    tl,
+    to_f32_exact,
+    triton,
+    triton_usable,
+    vm_kernel_args,
+)
+
+__all__ = [
+    "MAX_FUSED_R",
+    "TRITON_AVAILABLE",
+    "fused_supported",
+    "project_quantize_pack_triton",
+    "project_rademacher_triton",
+]
+
+MAX_FUSED_R = 64  # the signs of one input column for all r outputs are packed into one 64-bit word
+_TILE_ELEMS = 2048  # projected values per program: each costs D adds, so tiles are smaller than quant_triton's
+_PROJECT_BLOCK = 1024  # projected values per program of the projection-only kernel
+_NO_FMA = {"enable_fp_fusion": False}  # the reference adds and multiplies with separate roundings
+# Keys vary with every seed: specialising on their values would recompile per seed.
+_KEY_ARGS = ("proj_k1", "proj_k2", "hash_k1", "hash_k2")
+_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# --------------------------------------------------------------------------------------------- device helpers
+
+
+@triton.jit
+def _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD: tl.constexpr,
+                    SIGN_WORD: tl.constexpr):
+    """Unscaled projections at flat ``offsets`` of the N x R output, summed as project_rademacher_ref sums them:
+    over d in order, acc = acc + (+-x[n, d]) (exact sign flip, one fp32 add). The caller multiplies by the scale."""
+    rows = offsets // R
+    cols = (offsets - rows * R).to(tl.int32)  # < R <= 2^31; int32 halves the registers of the per-value indices
+    row_ptrs = x_ptr + rows * stride_n
+    sign_cols = tl.arange(0, R_PAD)
+    acc = tl.zeros(offsets.shape, dtype=tl.float32)  # +0.0: acc can never become -0.0, so +-0 inputs agree
+    for d in range(0, D):
+        x = to_f32_exact(tl.load(row_ptrs + d * stride_d, mask=valid, other=0.0))
+        if SIGN_WORD:
+            # R hashes per column d for the whole tile, folded into one word (distinct bits: sum == or).
+            sign_hash = hash_at(d * R + sign_cols.to(tl.int64), proj_k1, proj_k2)
+            negative_bits = ((sign_hash >> 31).to(tl.int64) & (sign_cols < R).to(tl.int64)) << sign_cols
+            word = tl.sum(negative_bits, axis=0)
+            negative = ((word >> cols) & 1) != 0
+        else:
+            negative = (hash_at(d * R + cols.to(tl.int64), proj_k1, proj_k2) >> 31) != 0  # R > 64: one per value
+        acc = acc + tl.where(negative, -x, x)
+    return acc
+
+
+# --------------------------------------------------------------------------------------------- kernels
+
+
+@triton.jit(do_not_specialize=_KEY_ARGS)
+def _project_kernel(x_ptr, out_ptr, n_out, stride_n, stride_d, D, R, scale, proj_k1, proj_k2,
+                    R_PAD: tl.constexpr, SIGN_WORD: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = offsets < n_out
+    acc = _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD, SIGN_WORD)
+    tl.store(out_ptr + offsets, acc * scale, mask=valid)
+
+
+@triton.jit(do_not_specialize=_KEY_ARGS)
+def _project_quantize_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, n_groups, group_size,
+                             stride_n, stride_d, D, R, scale, proj_k1, proj_k2, hash_k1, hash_k2,
+                             vm_a, vm_b, vm_mid_width, vm_top_width,
+                             BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
+                             R_PAD: tl.constexpr, GROUPS_PER_PROG: tl.constexpr, BLOCK_G: tl.constexpr):
+    """Whole byte-aligned groups of the flat projected tensor as a [groups, BLOCK_G] tile held in registers:
+    project, group min/range, codes, bytes (the layout of quant_triton's fused path)."""
+    groups = tl.program_id(0).to(tl.int64) * GROUPS_PER_PROG + tl.arange(0, GROUPS_PER_PROG)
+    group_valid = groups < n_groups
+    group_start = groups * group_size
+    group_len = tl.minimum(n_packed - group_start, group_size)  # the short last group has its own length
+    cols = tl.arange(0, BLOCK_G)
+    in_group = group_valid[:, None] & (cols[None, :] < group_len[:, None])
+    offsets = group_start[:, None] + cols[None, :]
+
+    y = _project_values(x_ptr, offsets, in_group, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD, True)
+    y = y * scale
+
+    mn = round_to_bf16_grid(tl.min(tl.where(in_group, y, float("inf")), axis=1), False)
+    rng = round_to_bf16_grid(tl.max(tl.where(in_group, y, float("-inf")), axis=1) - mn, True)
+    tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
+    tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
+
+    codes = quantize_codes(y, mn[:, None], rng[:, None], offsets, hash_k1, hash_k2, vm_a, vm_b, vm_mid_width,
+                            vm_top_width, LEVELS_TOP, USE_VM)
+    # Padding codes must be 0: they share the last byte of a short group with real codes.
+    packed = pack_rows(tl.where(in_group, codes, 0), GROUPS_PER_PROG, BLOCK_G, BITS)
+    byte_cols = tl.arange(0, BLOCK_G * BITS // 8)
+    group_bytes = (group_len * BITS + 7) // 8
+    byte_mask = group_valid[:, None] & (byte_cols[None, :] < group_bytes[:, None])
+    # group_start * BITS is a multiple of 8 because group_size * BITS is.
+    tl.store(payload_ptr + (group_start * BITS // 8)[:, None] + byte_cols[None, :], packed, mask=byte_mask)
+
+
+# --------------------------------------------------------------------------------------------- host API
+
+
+def _check_input(x2d: torch.Tensor, r: int) -> None:
+    if x2d.dim() != 2:
+        raise ValueError(f"expected an N x D input, got shape {tuple(x2d.shape)}")
+    if x2d.dtype not in _INPUT_DTYPES:
+        raise ValueError(f"expected a float16, bfloat16 or float32 input, got {x2d.dtype}")
+    if x2d.shape[1] < 1 or isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"projection needs D >= 1 and an integer r >= 1, got D={x2d.shape[1]}, r={r!r}")
+    if not triton_usable(x2d.device):
+        if not TRITON_AVAILABLE:
+            raise ValueError("triton is not installed; use project_quantize_pack_ref / project_rademacher_ref")
+        raise ValueError(f"Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing triton) "
+                         f"for CPU tensors; got a tensor on {x2d.device}")
+
+
+def _projection_args(x2d: torch.Tensor, seed: int, r: int) -> tuple:
+    """(x, stride_n, stride_d, D, R, scale, proj_k1, proj_k2, R_PAD)."""
+    x = x2d.detach()
+    k1, k2 = hash_keys(seed)
+    # scale as project_rademacher_ref rounds it; R_PAD >= 2 keeps the sign-word reduction a real vector.
+    return (x, x.stride(0), x.stride(1), x.shape[1], r, round_to_f32(1.0 / math.sqrt(r)), k1, k2, max(2, next_pow2(r)))
+
+
+def project_rademacher_triton(x2d: torch.Tensor, seed: int, r: int) -> torch.Tensor:
+    """Triton twin of ``project_rademacher_ref``: the (N, r) fp32 projection, bit for bit (no D x r matrix)."""
+    _check_input(x2d, r)
+    x, stride_n, stride_d, d, r, scale, k1, k2, r_pad = _projection_args(x2d, seed, r)
+    out = torch.empty(x.shape[0], r, dtype=torch.float32, device=x.device)
+    if out.numel():
+        _project_kernel[(triton.cdiv(out.numel(), _PROJECT_BLOCK),)](
+            x, out, out.numel(), stride_n, stride_d, d, r, scale, k1, k2,
+            R_PAD=r_pad, SIGN_WORD=r <= MAX_FUSED_R, BLOCK=_PROJECT_BLOCK, **_NO_FMA)
+    return out
+
+
+def fused_supported(r: int, bits: int, group_size: int) -> bool:
+    """Whether ``project_quantize_pack_triton`` runs as one fused kernel for these arguments."""
+    return r <= MAX_FUSED_R and group_size * bits % 8 == 0 and group_size <= MAX_GROUP_TILE
+
+
+def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits: int, group_size: int, seed: int,
+                                 vm_a: float | None = None, fp32_tail: bool = False) -> PackedRef:
+    """Triton twin of ``project_quantize_pack_ref``: the same payload bytes, bf16 mins/ranges and raw fp32 tail."""
+    check_quant_args(bits, group_size, vm_a)
+    _check_input(x2d, r)
+    if not fused_supported(r, bits, group_size):
+        return quantize_pack_triton(project_rademacher_triton(x2d, proj_seed, r), bits, group_size, seed, vm_a,
+                                    fp32_tail)
+
+    x, stride_n, stride_d, d, r, scale, proj_k1, proj_k2, r_pad = _projection_args(x2d, proj_seed, r)
+    n_rows = x.shape[0]
+    n_full, short, tail_len = split_groups(n_rows * r, group_size, fp32_tail)
+    n_packed = n_full * group_size + short
+    n_groups = n_full + (short > 0)
+    payload = torch.empty(-(-n_packed * bits // 8), dtype=torch.uint8, device=x.device)
+    mins = torch.empty(n_groups, dtype=torch.bfloat16, device=x.device)
+    ranges = torch.empty(n_groups, dtype=torch.bfloat16, device=x.device)
+    tail = None
+    if tail_len:
+        # The raw tail is < group_size values at the end: project only the rows it touches (signs depend on (d, j)
+        # alone, so a row projects identically wherever it sits).
+        first_row = n_packed // r
+        tail = project_rademacher_triton(x[first_row:], proj_seed, r).reshape(-1)[n_packed - first_row * r:].clone()
+    if n_groups == 0:
+        return PackedRef(payload, mins, ranges, tail)
+
+    hash_k1, hash_k2 = hash_keys(seed)
+    vm_a_f32, vm_b, vm_mid_width, vm_top_width = vm_kernel_args(vm_a)
+    block_g = max(8, next_pow2(group_size))  # at least one byte of 1-bit codes per group
+    groups_per_prog = min(max(1, _TILE_ELEMS // block_g), next_pow2(n_groups))
+    _project_quantize_kernel[(triton.cdiv(n_groups, groups_per_prog),)](
+        x, payload, mins, ranges, n_packed, n_groups, group_size, stride_n, stride_d, d, r, scale,
+        proj_k1, proj_k2, hash_k1, hash_k2, vm_a_f32, vm_b, vm_mid_width, vm_top_width,
+        BITS=bits, LEVELS_TOP=float((1 << bits) - 1), USE_VM=vm_a is not None, R_PAD=r_pad,
+        GROUPS_PER_PROG=groups_per_prog, BLOCK_G=block_g, num_warps=8 if groups_per_prog * block_g >= 4096 else 4,
+        **_NO_FMA)
+    return PackedRef(payload, mins, ranges, tail)

@@ -1,0 +1,235 @@
+"""Which implementation packs and unpacks compressed activations: the pure-torch reference or the Triton kernels.
+
+Both backends produce the same bit layout (``sustainml_kernels.quant_ref`` defines it), so a tensor packed by one
+can be unpacked by the other. ``resolve_backend`` turns the user's choice (auto | torch | triton) into a
+``Backend`` for the device of the tensors at hand. The Triton modules are imported only when asked for, so the
+torch backend works where Triton or the kernel modules are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from sustainml_exp.compress.spec import COMPRESS_BACKENDS
+from sustainml_kernels.quant_ref import (
+    dropout_mask_ref,
+    pack_mask_ref,
+    project_quantize_pack_ref,
+    quantize_pack_ref,
+    unpack_dequantize_ref,
+    unpack_mask_ref,
+)
+
+__all__ = ["COMPRESS_BACKENDS", "Backend", "resolve_backend", "triton_usable"]
+
+log = logging.getLogger("sustainml_exp")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The packing primitives of one implementation (signatures of ``sustainml_kernels.quant_triton``).
+
+    project_quantize_pack: the fused Rademacher projection + quantize + pack, or None where the backend has none
+    (callers then project with a matmul and call ``quantize_pack``).
+    """
+
+    name: str
+    quantize_pack: Callable[..., Any]
+    unpack_dequantize: Callable[..., torch.Tensor]
+    pack_mask: Callable[[torch.Tensor], torch.Tensor]
+    unpack_mask: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]
+    relu_pack: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    dropout_pack: Callable[[torch.Tensor, float, int], tuple[torch.Tensor, torch.Tensor]]
+    dropout_apply: Callable[[torch.Tensor, float, int], torch.Tensor]
+    masked_scale: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    project_quantize_pack: Callable[..., Any] | None
+
+
+# --------------------------------------------------------------------------------------------- torch
+
+
+def dropout_scale(p: float) -> float:
+    """Factor applied to kept elements: 1 / (1 - p), and 0 for p = 1 (everything dropped)."""
+    return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
+def _keep_scaled(t: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.where(keep, t * scale, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _relu_pack_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.relu(x), pack_mask_ref(x > 0)
+
+
+def _dropout_pack_torch(x: torch.Tensor, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = dropout_mask_ref(seed, tuple(x.shape), p, device=x.device)
+    return _keep_scaled(x, keep, dropout_scale(p)), pack_mask_ref(keep)
+
+
+def _dropout_apply_torch(t: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    return _keep_scaled(t, dropout_mask_ref(seed, tuple(t.shape), p, device=t.device), dropout_scale(p))
+
+
+def _masked_scale_torch(t: torch.Tensor, packed: torch.Tensor, scale: float) -> torch.Tensor:
+    return _keep_scaled(t, unpack_mask_ref(packed, tuple(t.shape)), scale)
+
+
+TORCH_BACKEND = Backend(
+    name="torch",
+    quantize_pack=quantize_pack_ref,
+    unpack_dequantize=unpack_dequantize_ref,
+    pack_mask=pack_mask_ref,
+    unpack_mask=unpack_mask_ref,
+    relu_pack=_relu_pack_torch,
+    dropout_pack=_dropout_pack_torch,
+    dropout_apply=_dropout_apply_torch,
+    masked_scale=_masked_scale_torch,
+    project_quantize_pack=None,
+)
+
+
+# --------------------------------------------------------------------------------------------- triton
+
+
+@lru_cache(maxsize=1)
+def _triton_backend() -> Backend:
+    from sustainml_kernels import quant_triton as qt
+
+    try:
+        from sustainml_kernels.rp_triton import project_quantize_pack_triton
+    except ImportError:  # the fused projection is an optimisation: fall back to matmul + quantize_pack
+        project_quantize_pack_triton = None
+    return Backend(
+        name="triton",
+        quantize_pack=qt.quantize_pack_triton,
+        unpack_dequantize=qt.unpack_dequantize_triton,
+        pack_mask=qt.pack_mask_triton,
+        unpack_mask=qt.unpack_mask_triton,
+        relu_pack=qt.relu_pack_triton,
+        dropout_pack=qt.dropout_pack_triton,
+        dropout_apply=qt.dropout_apply_triton,
+        masked_scale=qt.masked_scale_triton,
+        project_quantize_pack=project_quantize_pack_triton,
+    )
+
+
+def _triton_import_error() -> str | None:
+    """Why the Triton kernels cannot be loaded here, or None when they can."""
+    try:
+        _triton_backend()
+    except ImportError as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    from sustainml_kernels import quant_triton
+
+    # The kernel module stays importable without triton and then reports itself unusable everywhere.
+    return None if getattr(quant_triton, "TRITON_AVAILABLE", True) else "triton is not installed"
+
+
+@lru_cache(maxsize=16)
+def _triton_usable_cached(device_type: str, device_index: int | None, interpret: str | None) -> bool:
+    if _triton_import_error() is not None:
+        return False
+    from sustainml_kernels.quant_triton import triton_usable as kernels_usable
+
+    return bool(kernels_usable(torch.device(device_type, device_index)))
+
+
+def triton_usable(device: torch.device | str) -> bool:
+    """True when the Triton kernels import and run on ``device`` (CUDA, or CPU under TRITON_INTERPRET=1)."""
+    device = torch.device(device)
+    # The interpreter flag is part of the key: it decides CPU usability and tests flip it.
+    return _triton_usable_cached(device.type, device.index, os.environ.get("TRITON_INTERPRET"))
+
+
+# --------------------------------------------------------------------------------------------- resolution
+
+
+def _mismatch(name: str, got: Any, want: Any) -> str | None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for a, b in zip(got, want, strict=True):
+        if a is None and b is None:
+            continue
+        if a is None or b is None or a.dtype != b.dtype or not torch.equal(a.cpu(), b.cpu()):
+            return f"{name} differs from the torch reference"
+    return None
+
+
+@lru_cache(maxsize=16)
+def _self_check(backend: Backend, device_type: str, device_index: int | None) -> str | None:
+    """None when ``backend`` reproduces the torch reference byte for byte on a small awkward tensor on this
+    device, else why not. Kernels that compile but compute differently on some GPU would otherwise corrupt a
+    whole training run silently; this costs a few milliseconds once per process and device."""
+    device = torch.device(device_type, device_index)
+    try:
+        x = torch.randn(37, 24, generator=torch.Generator().manual_seed(0)).to(device)
+        for args in ((2, 96, 7, None, False), (2, 96, 7, 1.1, True), (4, 24, 8, None, False)):
+            got, want = backend.quantize_pack(x, *args), quantize_pack_ref(x, *args)
+            problem = _mismatch(f"quantize_pack{args}", tuple(got), tuple(want))
+            if problem is None:
+                problem = _mismatch("unpack_dequantize",
+                                    backend.unpack_dequantize(*got, tuple(x.shape), args[0], args[1], args[3]),
+                                    unpack_dequantize_ref(*want, tuple(x.shape), args[0], args[1], args[3]))
+            if problem:
+                return problem
+        checks = (("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
+                  ("dropout_pack", backend.dropout_pack(x, 0.3, 5), _dropout_pack_torch(x, 0.3, 5)),
+                  ("dropout_apply", backend.dropout_apply(x, 0.3, 5), _dropout_apply_torch(x, 0.3, 5)))
+        if backend.project_quantize_pack is not None:
+            proj_args = (5, 11, 2, 20, 3)  # r, proj_seed, bits, group_size, seed: a ragged last group
+            checks += (("project_quantize_pack", tuple(backend.project_quantize_pack(x, *proj_args)),
+                        tuple(project_quantize_pack_ref(x, *proj_args))),)
+        for name, got, want in checks:
+            if problem := _mismatch(name, got, want):
+                return problem
+    except Exception as exc:  # a kernel that does not compile or launch here: report it, fall back
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def resolve_backend(name: str, device: torch.device | str) -> Backend:
+    """The backend for tensors on ``device``: auto = triton on CUDA when it is usable and passes its one-time
+    self-check against the torch reference, else torch (with a warning when the self-check failed).
+
+    Raises ValueError (one line) for an unknown name, or for ``triton`` where the kernels cannot run or do not
+    reproduce the reference."""
+    if name not in COMPRESS_BACKENDS:
+        raise ValueError(f"compress_backend={name!r} is not allowed; allowed: {', '.join(COMPRESS_BACKENDS)}")
+    if name == "torch":
+        return TORCH_BACKEND
+    device = torch.device(device)
+    if name == "auto":
+        if device.type != "cuda" or not triton_usable(device):
+            return TORCH_BACKEND
+        triton = _triton_backend()
+        problem = _self_check(triton, device.type, device.index)
+        if problem is None:
+            return triton
+        _warn_fallback(problem)
+        return TORCH_BACKEND
+    if triton_usable(device):
+        triton = _triton_backend()
+        problem = _self_check(triton, device.type, device.index)
+        if problem is not None:
+            raise ValueError(f"compress_backend=triton: the kernels fail their self-check on {device} ({problem}); "
+                             "allowed here: auto, torch")
+        return triton
+    reason = _triton_import_error()
+    if reason is not None:
+        raise ValueError(f"compress_backend=triton cannot load the Triton kernels ({reason}); "
+                         "allowed here: auto, torch")
+    raise ValueError(f"compress_backend=triton needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU "
+                     f"interpreter), got {device.type} tensors; allowed here: auto, torch")
+
+
+@lru_cache(maxsize=16)
+def _warn_fallback(problem: str) -> None:
+    log.warning("compress_backend=auto: the Triton kernels fail their self-check (%s); using the torch "
+                "reference instead", problem)
