@@ -2,13 +2,16 @@
 
 Hydra's own error output spans several lines and only appears once the job starts; the preflight composes
 every job of the command line (sweeps expanded) with Hydra's compose API, converts it to the family's typed
-schema and validates values, so ``sml-run G_R=0`` exits with status 2 and one line before any work.
+schema and validates values, so ``sml-run G_R=0`` exits with status 2 and one line before any work. For Slurm
+sweeps it also checks the scheduler, so nothing is submitted that would fail on a compute node.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -17,9 +20,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sustainml_exp.errors import UserError
+from sustainml_exp.provenance import export_submit_git_state
 from sustainml_exp.registry import get_family, register_schemas
+from sustainml_exp.slurm import SLURM_LAUNCHER, scheduler_problem, submitit_plugin_problem
 
 CONFIG_MODULE = "sustainml_exp.conf"
+# sml-run's own flags, removed before Hydra parses the command line.
+DRY_RUN_FLAG = "--dry-run"  # list the jobs (with run ids and which are done) and submit nothing
+DETACH_FLAG = "--detach"  # run the command in the background, logging under <results_dir>/launcher_logs/
 # Flags of a Hydra app whose value is the next argument; all others starting with '-' stand alone.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "--experimental-rerun"}
@@ -108,20 +116,100 @@ def to_typed(cfg: DictConfig) -> Any:
     return typed
 
 
-def preflight(argv: list[str]) -> str | None:
-    """Return None when every job of the command line is valid, else the one-line error."""
+@dataclass
+class CommandPlan:
+    """The jobs a command line would run, each composed and validated, and where they would run."""
+
+    jobs: list[tuple[list[str], Any, DictConfig]]  # (sweep overrides, typed config, job config)
+    launcher: str  # choice of the hydra/launcher group
+    partition: str | None  # Slurm partition; None: the cluster's default
+
+
+def _launcher_name(hydra_overrides: list[str]) -> str:
+    chosen = [o.split("=", 1)[1] for o in hydra_overrides if o.split("=", 1)[0] == "hydra/launcher"]
+    return chosen[-1] if chosen else "basic"
+
+
+def _launcher_config(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True).hydra.launcher
+
+
+def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPlan | None:
+    """Compose and validate every job of a command line; raise UserError with one line on bad input.
+
+    None for commands that run no job (--help, --cfg ...). With hydra/launcher=slurm it also checks, unless
+    ``check_scheduler`` is false, that the plugin, sbatch, slurmctld and the partition are all there.
+    """
     overrides, multirun, skip = _split_argv(argv)
     if skip:
         return None
     user_overrides = [o for o in overrides if not o.lstrip("~+").startswith("hydra")]
+    hydra_overrides = [o for o in overrides if o.lstrip("~+").startswith("hydra")]
     experiment = next((o.split("=", 1)[1] for o in user_overrides if o.startswith("experiment=")), "gnn_blockquant")
+    launcher = _launcher_name(hydra_overrides)
+    if launcher == SLURM_LAUNCHER:
+        if not multirun:
+            raise UserError("hydra/launcher=slurm only applies to sweeps; add -m (sml-run -m hydra/launcher=slurm ...)")
+        problem = submitit_plugin_problem()
+        if problem is not None:
+            raise UserError(problem)
     try:
-        jobs = _expand_sweep(user_overrides) if multirun else [user_overrides]
-        for job in jobs:
-            _compose_typed(job)
+        sweep = _expand_sweep(user_overrides) if multirun else [user_overrides]
+        jobs = [(job, *_compose_typed(job)) for job in sweep]
+        partition = None
+        if launcher == SLURM_LAUNCHER:
+            partition = _launcher_config([*hydra_overrides, *sweep[0]]).partition
     except Exception as exc:  # noqa: BLE001 - any composition failure is bad input
-        return one_line_error(exc, experiment)
+        raise UserError(one_line_error(exc, experiment)) from exc
+    if launcher == SLURM_LAUNCHER and check_scheduler:
+        problem = scheduler_problem(partition)
+        if problem is not None:
+            raise UserError(problem)
+    return CommandPlan(jobs=jobs, launcher=launcher, partition=partition)
+
+
+def preflight(argv: list[str], *, check_scheduler: bool = True) -> str | None:
+    """Return None when every job of the command line is valid, else the one-line error."""
+    try:
+        plan_command(argv, check_scheduler=check_scheduler)
+    except UserError as exc:
+        return str(exc)
     return None
+
+
+def describe_plan(plan: CommandPlan) -> list[str]:
+    """Lines of ``--dry-run``: one per job, with its run_id and whether a finished record makes it a skip."""
+    from sustainml_exp.results import read_record
+    from sustainml_exp.runner import run_identity
+
+    where = plan.launcher + (f", partition {plan.partition}" if plan.partition else "")
+    lines, done = [], 0
+    for num, (overrides, typed, cfg) in enumerate(plan.jobs):
+        _, run_id = run_identity(OmegaConf.to_container(cfg, resolve=True), typed.seed)
+        record = read_record(Path(typed.results_dir), typed.experiment, run_id)
+        skip = not typed.rerun and record is not None and record.get("status") == "ok"
+        done += skip
+        lines.append(f"  #{num} {'skip' if skip else 'run '} {run_id}  {' '.join(overrides) or '(defaults)'}")
+    head = (f"{len(plan.jobs)} job(s) (launcher: {where}), {done} already done and skipped unless rerun=true; "
+            "nothing submitted:")
+    return [head, *lines]
+
+
+def detach(argv: list[str], plan: CommandPlan) -> Path:
+    """Run the same command in a new session, logging to a file, so closing the terminal does not stop it."""
+    import subprocess
+    from datetime import datetime
+
+    results_dir = Path(plan.jobs[0][1].results_dir)
+    log_path = results_dir / "launcher_logs" / f"sml-run-{datetime.now():%Y-%m-%d_%H-%M-%S}-{os.getpid()}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "sustainml_exp.cli", *argv], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    return log_path
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sustainml_exp.conf", config_name="config")
@@ -136,10 +224,25 @@ def _task(cfg: DictConfig) -> None:
 
 
 def run_main() -> None:
-    error = preflight(sys.argv[1:])
-    if error is not None:
-        print(f"sml-run: error: {error}", file=sys.stderr)
+    argv = sys.argv[1:]
+    dry_run, detached = DRY_RUN_FLAG in argv, DETACH_FLAG in argv
+    argv = [a for a in argv if a not in (DRY_RUN_FLAG, DETACH_FLAG)]
+    try:
+        if dry_run and detached:
+            raise UserError(f"{DRY_RUN_FLAG} and {DETACH_FLAG} exclude each other; pass one of them")
+        plan = plan_command(argv, check_scheduler=not dry_run)
+    except UserError as exc:
+        print(f"sml-run: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if plan is not None and dry_run:
+        print("\n".join(describe_plan(plan)))
+        return
+    if plan is not None and detached:
+        log_path = detach(argv, plan)
+        print(f"sml-run: running detached; follow it with: tail -f {log_path}")
+        return
+    sys.argv = [sys.argv[0], *argv]
+    export_submit_git_state()
     _task()
 
 

@@ -16,6 +16,10 @@ _TRACKED_DISTRIBUTIONS = (
     "hydra-core", "omegaconf", "carbontracker",
 )
 _SOURCE_DIR = Path(__file__).resolve().parent.parent
+# Set by sml-run in the submitting process; sbatch exports the environment, so a compute node without a git
+# checkout (a wheel install, a copied venv) still records the code version the sweep was submitted from.
+SUBMIT_SHA_ENV = "SML_SUBMIT_GIT_SHA"
+SUBMIT_DIRTY_ENV = "SML_SUBMIT_GIT_DIRTY"
 
 
 def _git(*args: str) -> str | None:
@@ -26,13 +30,36 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def git_state() -> tuple[str, bool | None]:
-    """(sha, dirty) of the checkout this package runs from; ('unknown', None) for a non-git install."""
+def _checkout_state() -> tuple[str, bool | None] | None:
     sha = _git("rev-parse", "HEAD")
     if sha is None:
-        return "unknown", None
+        return None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return sha, bool(status) if status is not None else None
+
+
+def git_state() -> tuple[str, bool | None]:
+    """(sha, dirty) of the checkout this package runs from, else the one recorded at submit time, else
+    ('unknown', None)."""
+    state = _checkout_state()
+    if state is not None:
+        return state
+    sha = os.environ.get(SUBMIT_SHA_ENV)
+    if not sha:
+        return "unknown", None
+    dirty = os.environ.get(SUBMIT_DIRTY_ENV, "")
+    return sha, {"true": True, "false": False}.get(dirty)
+
+
+def export_submit_git_state() -> None:
+    """Put this checkout's (sha, dirty) in the environment that jobs submitted from this process inherit."""
+    state = _checkout_state()
+    if state is None:
+        return
+    sha, dirty = state
+    os.environ[SUBMIT_SHA_ENV] = sha
+    if dirty is not None:
+        os.environ[SUBMIT_DIRTY_ENV] = "true" if dirty else "false"
 
 
 def library_versions() -> dict[str, str]:

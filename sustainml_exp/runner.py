@@ -1,7 +1,8 @@
 """One run = seed everything, meter energy, call the family, write exactly one record.
 
 A run that raises still records status failed (or oom) with the error; an interrupted run (Ctrl-C, SIGTERM from
-Slurm) writes no record and leaves no temp file.
+Slurm, submitit's exit before a requeue) writes no record and leaves no temp file, so a requeued task starts clean.
+A run whose run_id already has an ok record is skipped unless ``rerun=true``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sustainml_exp.errors import ConfigError
 from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
 from sustainml_exp.registry import get_family
-from sustainml_exp.results import record_paths, write_record
+from sustainml_exp.results import read_record, record_paths, write_record
 
 log = logging.getLogger("sustainml_exp")
 
@@ -53,9 +54,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA generators too
 
 
-def run_id_for(cfg_hash: str, seed: int) -> str:
-    # Deterministic, so a rerun of the same config and seed replaces its record and sweeps can skip done runs.
-    return f"{cfg_hash}-s{seed}"
+def run_identity(config_dict: dict[str, Any], seed: int) -> tuple[str, str]:
+    """(cfg_hash, run_id) of a resolved config. Deterministic, so a rerun of the same config and seed replaces
+    its record and sweeps can skip finished runs."""
+    cfg_hash = config_hash(config_dict, NON_SEMANTIC_KEYS)
+    return cfg_hash, f"{cfg_hash}-s{seed}"
 
 
 def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
@@ -68,11 +71,17 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     """Run one configured experiment and return the record written for it."""
     family = get_family(cfg.experiment)
     output_dir = Path(output_dir)
-    cfg_hash = config_hash(config_dict, NON_SEMANTIC_KEYS)
+    cfg_hash, run_id = run_identity(config_dict, cfg.seed)
+    if not cfg.rerun:
+        done = read_record(Path(cfg.results_dir), cfg.experiment, run_id)
+        if done is not None and done.get("status") == "ok":
+            log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id,
+                     record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0])
+            return done
     sha, dirty = git_state()
     versions = library_versions()
     record: dict[str, Any] = {
-        "run_id": run_id_for(cfg_hash, cfg.seed),
+        "run_id": run_id,
         "experiment": cfg.experiment,
         "dataset": cfg.dataset,
         "method": "",

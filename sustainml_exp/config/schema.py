@@ -72,6 +72,8 @@ class BaseRunConfig:
     data_dir: str = "./data"
     download: bool = False
     progress: str = "auto"
+    # A run whose run_id already has an ok record is skipped, so a resubmitted sweep only runs what is missing.
+    rerun: bool = False
     energy: EnergySchema = field(default_factory=EnergySchema)
 
     def validate(self) -> None:
@@ -89,4 +91,4 @@ class BaseRunConfig:
 
 
 # Keys that name where things go, not what is computed: excluded from cfg_hash so moving results keeps run ids.
-NON_SEMANTIC_KEYS = ("seed", "results_dir", "data_dir", "download", "progress")
+NON_SEMANTIC_KEYS = ("seed", "results_dir", "data_dir", "download", "progress", "rerun")

@@ -6,9 +6,10 @@ from sustainml_exp.results.store import (
     atomic_write_text,
     load_records,
     merge_records,
+    read_record,
     record_paths,
     write_record,
 )
 
 __all__ = ["COMMON_COLUMNS", "atomic_write_bytes", "atomic_write_text", "load_records", "merge_records",
-           "record_paths", "write_record"]
+           "read_record", "record_paths", "write_record"]

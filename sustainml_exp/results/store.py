@@ -75,6 +75,16 @@ def write_record(record: dict[str, Any], paths: Iterable[Path]) -> None:
         atomic_write_text(Path(path), text + "\n")
 
 
+def read_record(results_dir: Path, experiment: str, run_id: str) -> dict[str, Any] | None:
+    """The stored record of ``run_id``, or None when there is none (or it cannot be parsed)."""
+    path = record_paths(Path(results_dir), experiment, run_id, None)[0]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
 def load_records(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
     run_dir = Path(results_dir) / "runs" / experiment
     records = []
