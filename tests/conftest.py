@@ -20,9 +20,9 @@ def sml_run(tmp_path: Path):
     """Run ``sml-run`` in a subprocess with results under tmp_path/results; returns (process, results_dir)."""
     results = tmp_path / "results"
 
-    def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def _run(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return run_cli(SML_RUN, *args, f"results_dir={results}", f"data_dir={tmp_path / 'data'}",
-                       cwd=tmp_path, timeout=timeout)
+                       cwd=tmp_path, timeout=timeout, env=env)
 
     _run.results_dir = results  # type: ignore[attr-defined]
     return _run

@@ -1,0 +1,183 @@
+"""Sweeps that can be resubmitted: finished runs are skipped, --dry-run lists jobs, Slurm problems fail early.
+
+The scheduler checks run against small stand-in scripts for sbatch/scontrol/sinfo on PATH; the real local
+cluster is exercised by tests/slurm (``pytest -m slurm``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cli_helpers import run_cli
+from sustainml_exp import provenance
+from sustainml_exp.results import COMMON_COLUMNS, load_records, merge_records, write_record
+
+QUICK = ("dataset=synthetic", "epochs=2", "energy=none", "progress=off")
+
+
+def _records(results: Path) -> dict[str, dict]:
+    return {r["run_id"]: r for r in load_records(results, "gnn_blockquant")}
+
+
+def test_finished_run_is_skipped_and_rerun_true_runs_it_again(sml_run) -> None:
+    first = sml_run(*QUICK)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_id, record), = _records(sml_run.results_dir).items()
+    assert record["status"] == "ok"
+
+    again = sml_run(*QUICK)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"run {run_id} already has an ok record" in again.stdout + again.stderr
+    assert _records(sml_run.results_dir)[run_id]["started_utc"] == record["started_utc"]
+
+    forced = sml_run(*QUICK, "rerun=true")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    records = _records(sml_run.results_dir)
+    assert list(records) == [run_id], "rerun must replace the record, not add one"
+    assert records[run_id]["started_utc"] > record["started_utc"]
+
+
+def test_failed_run_is_not_skipped(sml_run) -> None:
+    first = sml_run("dataset=flickr", "energy=none")
+    assert first.returncode == 1
+    (run_id, record), = _records(sml_run.results_dir).items()
+    assert record["status"] == "failed" and "DataMissingError" in record["error"]
+    second = sml_run("dataset=flickr", "energy=none")
+    assert second.returncode == 1 and "already has an ok record" not in second.stdout + second.stderr
+    assert _records(sml_run.results_dir)[run_id]["started_utc"] > record["started_utc"]
+
+
+def test_dry_run_lists_jobs_marks_finished_ones_and_writes_nothing(sml_run, tmp_path: Path) -> None:
+    done = sml_run(*QUICK, "seed=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # The Slurm launcher's scheduler checks are skipped: a dry run needs no cluster.
+    proc = sml_run("-m", "hydra/launcher=slurm", *QUICK, "seed=0,1,2", "--dry-run",
+                   env={"PATH": str(Path(sys.executable).parent)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("3 job(s) (launcher: slurm), 1 already done") and "nothing submitted" in lines[0]
+    (finished_id,) = _records(sml_run.results_dir)
+    assert [line.split()[1] for line in lines[1:]] == ["run", "skip", "run"]
+    assert lines[2].split()[2] == finished_id and "seed=1" in lines[2]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+    forced = sml_run("-m", *QUICK, "seed=0,1", "rerun=true", "--dry-run")
+    assert [line.split()[1] for line in forced.stdout.strip().splitlines()[1:]] == ["run", "run"]
+
+
+def _fake_slurm_bin(tmp_path: Path, *, ping: str, partitions: str) -> dict[str, str]:
+    """PATH holding stand-ins for the three Slurm commands the preflight calls (and no other Slurm)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"sbatch": "echo 'sbatch must not be called by the preflight' >&2; exit 99",
+               "scontrol": f"echo '{ping}'", "sinfo": f"printf '{partitions}'"}
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{Path(sys.executable).parent}"}
+
+
+SWEEP = ("-m", "hydra/launcher=slurm", *QUICK, "seed=0,1")
+
+
+def _assert_one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sml-run: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_slurm_sweep_without_sbatch_fails_before_submitting(sml_run, tmp_path: Path) -> None:
+    proc = sml_run(*SWEEP, env={"PATH": str(Path(sys.executable).parent)})
+    _assert_one_line_error(proc, "sbatch is not on PATH", "scripts/local_slurm.sh start")
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_sweep_with_unreachable_controller_fails_before_submitting(sml_run, tmp_path: Path) -> None:
+    env = _fake_slurm_bin(tmp_path, ping="Slurmctld(primary) at head is DOWN", partitions="debug*\\n")
+    proc = sml_run(*SWEEP, env=env)
+    _assert_one_line_error(proc, "slurmctld is not reachable", "is DOWN")
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_sweep_with_unknown_partition_lists_the_cluster_partitions(sml_run, tmp_path: Path) -> None:
+    env = _fake_slurm_bin(tmp_path, ping="Slurmctld(primary) at head is UP", partitions="debug*\\nbatch\\n")
+    proc = sml_run(*SWEEP, "hydra.launcher.partition=gpu", env=env)
+    _assert_one_line_error(proc, "hydra.launcher.partition='gpu'", "allowed: batch, debug")
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_sweep_value_that_fails_validation_fails_at_submission(sml_run, tmp_path: Path) -> None:
+    env = _fake_slurm_bin(tmp_path, ping="Slurmctld(primary) at head is UP", partitions="debug*\\n")
+    proc = sml_run("-m", "hydra/launcher=slurm", *QUICK, "G_R=8,0", env=env)
+    _assert_one_line_error(proc, "G_R=0", "allowed")
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_launcher_needs_a_sweep(sml_run) -> None:
+    _assert_one_line_error(sml_run("hydra/launcher=slurm", *QUICK), "add -m")
+
+
+def test_missing_submitit_plugin_is_one_line(tmp_path: Path) -> None:
+    # A None entry in sys.modules makes the plugin unimportable, as if it were not installed.
+    code = ("import sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None; "
+            f"sys.argv = ['sml-run', '-m', 'hydra/launcher=slurm', 'seed=0,1', 'results_dir={tmp_path}/r']; "
+            "from sustainml_exp.cli import run_main; run_main()")
+    proc = run_cli(Path(sys.executable), "-c", code, cwd=tmp_path)
+    _assert_one_line_error(proc, "hydra-submitit-launcher", "pip install hydra-submitit-launcher")
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_and_detach_exclude_each_other(sml_run) -> None:
+    _assert_one_line_error(sml_run(*QUICK, "--dry-run", "--detach"), "--dry-run and --detach")
+
+
+def test_detach_returns_at_once_and_the_run_finishes_in_the_background(sml_run) -> None:
+    proc = sml_run(*QUICK, "--detach", timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log_path = Path(proc.stdout.strip().rsplit("tail -f ", 1)[1])
+    assert log_path.parent == sml_run.results_dir / "launcher_logs"
+    deadline = time.monotonic() + 300
+    while not _records(sml_run.results_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    (record,) = _records(sml_run.results_dir).values()
+    assert record["status"] == "ok", log_path.read_text()[-2000:]
+
+
+def test_git_sha_falls_back_to_the_one_exported_at_submit_time(monkeypatch) -> None:
+    monkeypatch.delenv(provenance.SUBMIT_SHA_ENV, raising=False)
+    monkeypatch.delenv(provenance.SUBMIT_DIRTY_ENV, raising=False)
+    checkout = provenance.git_state()
+    provenance.export_submit_git_state()
+    assert os.environ[provenance.SUBMIT_SHA_ENV] == checkout[0]
+    # A compute node without a checkout: git answers nothing there.
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)
+    assert provenance.git_state() == checkout
+    monkeypatch.delenv(provenance.SUBMIT_SHA_ENV)
+    assert provenance.git_state() == ("unknown", None)
+
+
+def test_merge_while_tasks_are_writing_sees_only_whole_records(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "gnn_blockquant"
+
+    def write_many() -> None:
+        for i in range(150):
+            record = {**{c: "" for c in COMMON_COLUMNS}, "run_id": f"r{i:03d}", "experiment": "gnn_blockquant",
+                      "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}", "payload": "x" * 20000}
+            write_record(record, [run_dir / f"r{i:03d}.json"])
+
+    writer = threading.Thread(target=write_many)
+    writer.start()
+    counts = []
+    while writer.is_alive():
+        counts.append(len(merge_records(tmp_path, "gnn_blockquant")))  # raises on a half-written record
+    writer.join()
+    counts.append(len(merge_records(tmp_path, "gnn_blockquant")))
+    assert counts == sorted(counts) and counts[-1] == 150 and len(counts) > 1
