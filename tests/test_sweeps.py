@@ -7,6 +7,7 @@ cluster is exercised by tests/slurm (``pytest -m slurm``).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -181,3 +182,49 @@ def test_merge_while_tasks_are_writing_sees_only_whole_records(tmp_path: Path) -
     writer.join()
     counts.append(len(merge_records(tmp_path, "gnn_blockquant")))
     assert counts == sorted(counts) and counts[-1] == 150 and len(counts) > 1
+
+
+REPRODUCE = Path(__file__).resolve().parents[1] / "scripts" / "reproduce"
+
+
+def _reproduce(script: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return subprocess.run(["bash", str(REPRODUCE / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PATH": path, "PYTHONWARNINGS": "ignore", **env})
+
+
+def _listed_jobs(stdout: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines() if line.startswith("  #")]
+
+
+def test_table4_dry_run_lists_the_papers_full_sweep_on_slurm(tmp_path: Path) -> None:
+    proc = _reproduce("table4.sh", "--dry-run", "energy=none", cwd=tmp_path, LAUNCHER="slurm",
+                      RESULTS_DIR=str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = _listed_jobs(proc.stdout)
+    # arxiv: FP32, EXACT +-VM, six G/R, lean; Flickr: FP32, EXACT, G/R=64; ten seeds each.
+    assert len(jobs) == (1 + 2 + 6 + 1 + 3) * 10
+    assert proc.stdout.count("(launcher: slurm)") == 7 and proc.stdout.count("nothing submitted") == 7
+    assert sum("dataset=ogbn-arxiv" in j and "epochs=500" in j for j in jobs) == 100
+    assert sum("dataset=flickr" in j and "epochs=400" in j for j in jobs) == 30
+    assert not list(tmp_path.iterdir())
+
+
+def test_table5_runs_then_table4_skips_the_runs_they_share(tmp_path: Path) -> None:
+    quick = {"DATASET": "synthetic", "SEEDS": "0", "EPOCHS": "2", "DEVICE": "cpu", "PROTOCOLS": "arxiv",
+             "RESULTS_DIR": str(tmp_path / "results")}
+    proc = _reproduce("table5.sh", "energy=none", "progress=off", cwd=tmp_path, **quick)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "tables" / "table5.md").is_file()
+    planned = _reproduce("table4.sh", "--dry-run", "energy=none", "progress=off", cwd=tmp_path, **quick)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    marks = {tuple(j[3:]): j[1] for j in _listed_jobs(planned.stdout)}
+    assert len(marks) == 10
+    assert sorted(k for k, mark in marks.items() if mark == "skip") == sorted(
+        k for k in marks if "quant=exact" in k)
+
+
+def test_reproduce_script_refuses_an_unknown_launcher(tmp_path: Path) -> None:
+    proc = _reproduce("table4.sh", cwd=tmp_path, LAUNCHER="pbs")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "table4.sh: LAUNCHER='pbs' is not allowed; allowed: local, slurm"
