@@ -52,7 +52,10 @@ def scheduler_problem(partition: str | None) -> str | None:
         return f"hydra/launcher=slurm: slurmctld is not reachable (scontrol ping: {first}); {LOCAL_CLUSTER_HINT}"
     if partition is not None:
         known = cluster_partitions()
-        if partition not in known:
-            return (f"hydra.launcher.partition={partition!r} is not a partition of this cluster; "
+        # sbatch takes a comma-separated list and runs the job on the first partition that can start it.
+        unknown = [p for p in str(partition).split(",") if p not in known]
+        if unknown:
+            named = "" if unknown == [str(partition)] else f" names {', '.join(unknown)}, which"
+            return (f"hydra.launcher.partition={partition!r}{named} is not a partition of this cluster; "
                     f"allowed: {', '.join(known) or '(sinfo lists none)'}")
     return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from cli_helpers import run_cli
 from sustainml_exp import provenance
 from sustainml_exp.results import COMMON_COLUMNS, load_records, merge_records, write_record
+from sustainml_exp.slurm import scheduler_problem
 
 QUICK = ("dataset=synthetic", "epochs=2", "energy=none", "progress=off")
 
@@ -113,6 +114,14 @@ def test_slurm_sweep_with_unknown_partition_lists_the_cluster_partitions(sml_run
     proc = sml_run(*SWEEP, "hydra.launcher.partition=gpu", env=env)
     _assert_one_line_error(proc, "hydra.launcher.partition='gpu'", "allowed: batch, debug")
     assert not (tmp_path / "results").exists()
+
+
+def test_partition_lists_are_checked_name_by_name(tmp_path: Path, monkeypatch) -> None:
+    env = _fake_slurm_bin(tmp_path, ping="Slurmctld(primary) at head is UP", partitions="debug*\\nbatch\\n")
+    monkeypatch.setenv("PATH", env["PATH"])
+    assert scheduler_problem("batch,debug") is None and scheduler_problem(None) is None
+    assert scheduler_problem("debug,gpu") == ("hydra.launcher.partition='debug,gpu' names gpu, which is not a "
+                                             "partition of this cluster; allowed: batch, debug")
 
 
 def test_slurm_sweep_value_that_fails_validation_fails_at_submission(sml_run, tmp_path: Path) -> None:
