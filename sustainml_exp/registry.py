@@ -13,6 +13,7 @@ from typing import Any
 
 from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
+from sustainml_exp.families.csl_segmentation.config import CSLRunConfig, protocol_value
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 
 
@@ -27,6 +28,8 @@ class Family:
     schema: type[BaseRunConfig]
     run_ref: str  # "module:function" taking (cfg, RunContext) and returning a dict of metrics
     tables_ref: str  # "module:function" taking (DataFrame, out_dir) and writing the family's tables/figures
+    # OmegaConf resolvers the family's config files use, as (name, function) pairs.
+    resolvers: tuple[tuple[str, Callable[..., Any]], ...] = ()
 
     def load_run(self) -> Callable[..., dict[str, Any]]:
         return _load(self.run_ref)
@@ -44,6 +47,13 @@ FAMILIES: dict[str, Family] = {
             run_ref="sustainml_exp.families.gnn_blockquant.train:run",
             tables_ref="sustainml_exp.families.gnn_blockquant.tables:write_tables",
         ),
+        Family(
+            name="csl_segmentation",
+            schema=CSLRunConfig,
+            run_ref="sustainml_exp.families.csl_segmentation.train:run",
+            tables_ref="sustainml_exp.families.csl_segmentation.tables:write_tables",
+            resolvers=(("csl_protocol", protocol_value),),
+        ),
     )
 }
 
@@ -56,9 +66,13 @@ def get_family(name: str) -> Family:
 
 
 def register_schemas() -> None:
-    """Put every family schema in Hydra's ConfigStore as ``schema/<name>`` (package _global_)."""
+    """Put every family schema in Hydra's ConfigStore as ``schema/<name>`` (package _global_) and register the
+    resolvers the families' config files use."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
     for family in FAMILIES.values():
         store.store(group="schema", name=family.name, node=family.schema, package="_global_")
+        for name, function in family.resolvers:
+            OmegaConf.register_new_resolver(name, function, replace=True)

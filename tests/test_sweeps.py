@@ -237,3 +237,26 @@ def test_reproduce_script_refuses_an_unknown_launcher(tmp_path: Path) -> None:
     proc = _reproduce("table4.sh", cwd=tmp_path, LAUNCHER="pbs")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "table4.sh: LAUNCHER='pbs' is not allowed; allowed: local, slurm"
+
+
+def test_table2_and_table3_dry_runs_list_the_papers_segmentation_sweeps(tmp_path: Path) -> None:
+    results = {"RESULTS_DIR": str(tmp_path / "results")}
+    table2 = _reproduce("table2.sh", "--dry-run", cwd=tmp_path, LAUNCHER="slurm", **results)
+    assert table2.returncode == 0, table2.stderr[-3000:]
+    jobs = _listed_jobs(table2.stdout)
+    # MoNuSeg, 3 seeds: 5 patch counts at P=50, then 4 more patch sizes at 10 patches.
+    assert len(jobs) == (5 + 4) * 3 and all("dataset=monuseg" in j for j in jobs)
+    table3 = _reproduce("table3.sh", "--dry-run", cwd=tmp_path, **results)
+    assert table3.returncode == 0, table3.stderr[-3000:]
+    jobs = _listed_jobs(table3.stdout)
+    # MoNuSeg and CoNSeP, 10 seeds: the method, the threshold and the supervised baselines.
+    assert len(jobs) == 2 * 3 * 10
+    assert sum("method=csl" in j and "dataset=consep" in j for j in jobs) == 10
+    assert not list(tmp_path.iterdir())
+
+
+def test_segmentation_script_refuses_an_unknown_dataset(tmp_path: Path) -> None:
+    proc = _reproduce("table3.sh", cwd=tmp_path, DATASETS="monuseg kumar")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("table3.sh: unknown dataset 'kumar' in DATASETS; allowed: monuseg, consep, "
+                                   "synthetic_nuclei")

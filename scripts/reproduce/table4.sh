@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # D3.2 Table 4 (GNN activation compression: accuracy, epochs/s, activation memory) and Figure 10: ogbn-arxiv and
-# Flickr with the paper's protocol, then the tables regenerated from the records. Settings: gnn_common.sh.
+# Flickr with the paper's protocol, then the tables regenerated from the records. Settings: gnn_common.sh and
+# common.sh.
 #
 #   bash scripts/reproduce/table4.sh                     # 10 seeds, 500 / 400 epochs, here
 #   LAUNCHER=slurm bash scripts/reproduce/table4.sh hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1

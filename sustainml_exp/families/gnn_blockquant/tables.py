@@ -11,7 +11,6 @@ layouts or protocols are never averaged together.
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -30,11 +29,21 @@ from sustainml_exp.compress.vm import (
     optimal_inner_level,
     variance_reduction,
 )
-from sustainml_exp.results import atomic_write_bytes, atomic_write_text
+from sustainml_exp.tables.render import (
+    DASH,
+    Section,
+    fmt,
+    fmt_sci,
+    is_missing,
+    mean,
+    mean_std,
+    numeric,
+    save_figure,
+    write_table_files,
+)
 
 __all__ = ["RunConfig", "config_label", "write_tables"]
 
-DASH = "–"
 PAPER_KEPT_FRAC = 0.125  # D/R = 8 throughout the paper
 # Real datasets first, then their synthetic stand-ins; anything else after, alphabetically.
 DATASET_ORDER = ("ogbn-arxiv", "synthetic_arxiv", "flickr", "synthetic")
@@ -125,16 +134,8 @@ _LAYOUT_NOTE = ("The paper's public code uses the layout group_cap=1024, fp32 ta
 # ---------------------------------------------------------------------------------------------------------------
 # Row normalization
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() in ("", "nan", "None", "null")
-
-
 def _to_bool(value: Any) -> bool:
-    if _is_missing(value):
+    if is_missing(value):
         return False
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
@@ -142,11 +143,11 @@ def _to_bool(value: Any) -> bool:
 
 
 def _to_int(value: Any) -> int | None:
-    return None if _is_missing(value) else int(float(value))
+    return None if is_missing(value) else int(float(value))
 
 
 def _to_float(value: Any) -> float | None:
-    return None if _is_missing(value) else float(value)
+    return None if is_missing(value) else float(value)
 
 
 def run_config(row: pd.Series | dict[str, Any]) -> RunConfig:
@@ -212,7 +213,7 @@ def config_label(config: RunConfig, effective_g_r: str | None = None) -> str:
 
 def _effective_block_rows(config: RunConfig, effective: Any) -> str | None:
     """Rows per block of each layer's projected input when a cap reduced them below G_R, e.g. '16/32'."""
-    if config.quant != "block" or _is_missing(effective):
+    if config.quant != "block" or is_missing(effective):
         return None
     rows = [int(r) for r in re.findall(r"L\d+ x:(\d+)", str(effective))]
     if not rows or all(r == config.G_R for r in rows):
@@ -222,12 +223,12 @@ def _effective_block_rows(config: RunConfig, effective: Any) -> str | None:
 
 def _context_value(row: pd.Series, column: str) -> Any:
     value = row.get(column)
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if column != "device":
         return _to_int(value)
     gpu = row.get("gpu_name")
-    return f"{value} ({gpu})" if value == "cuda" and not _is_missing(gpu) else str(value)
+    return f"{value} ({gpu})" if value == "cuda" and not is_missing(gpu) else str(value)
 
 
 def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -254,133 +255,6 @@ def _dataset_order(datasets: Iterable[str]) -> list[str]:
     return known + sorted(set(datasets) - set(DATASET_ORDER))
 
 
-def _numeric(rows: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in rows.columns:
-        return np.array([], dtype=np.float64)
-    values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=np.float64)
-    return values[np.isfinite(values)]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Formatting
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None or not math.isfinite(value):
-        return DASH
-    return f"{value:.{digits}f}"
-
-
-def _fmt_sci(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return DASH
-    return f"{value:.3g}"
-
-
-def _mean(values: np.ndarray) -> float | None:
-    return float(values.mean()) if values.size else None
-
-
-def _mean_std(values: np.ndarray, digits: int) -> str:
-    """Mean ± sample standard deviation (ddof = 1); the mean alone for a single run."""
-    if values.size == 0:
-        return DASH
-    if values.size == 1:
-        return _fmt(float(values[0]), digits)
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
-
-
-_LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "±": r"$\pm$", "–": "--", "×": r"$\times$"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
-@dataclass
-class Section:
-    """One block of a table: a heading row (the dataset), its rows and the notes printed under it."""
-
-    heading: str
-    frame: pd.DataFrame
-    notes: list[str]
-
-
-def _markdown(title: str, sections: Sequence[Section], notes: Sequence[str]) -> str:
-    parts = [f"# {title}", ""]
-    for section in sections:
-        parts += [f"## {section.heading}", "", section.frame.to_markdown(index=False, disable_numparse=True), ""]
-        parts += [f"- {note}" for note in section.notes]
-        if section.notes:
-            parts.append("")
-    if notes:
-        parts += ["Notes:", ""] + [f"- {note}" for note in notes] + [""]
-    return "\n".join(parts)
-
-
-def _latex(title: str, sections: Sequence[Section], notes: Sequence[str],
-           column_groups: Sequence[tuple[str, int]] = ()) -> str:
-    """A booktabs table; ``column_groups`` (label, span) adds a grouped header row above the column names."""
-    columns = list(sections[0].frame.columns)
-    align = "l" + "r" * (len(columns) - 1)
-    lines = ["% Generated by sml-tables; needs \\usepackage{booktabs}.", r"\begin{table}[ht]", r"\centering",
-             r"\footnotesize", rf"\caption{{{_latex_escape(title)}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
-    if column_groups:
-        cells, rules, start = [], [], 1
-        for label, span in column_groups:
-            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{_latex_escape(label)}}}" if label else
-                         " & ".join([""] * span))
-            if label:
-                rules.append(rf"\cmidrule(lr){{{start}-{start + span - 1}}}")
-            start += span
-        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
-    lines.append(" & ".join(_latex_escape(c) for c in columns) + r" \\")
-    for section in sections:
-        heading = rf"\textbf{{{_latex_escape(section.heading)}}}"
-        lines += [r"\midrule", rf"\multicolumn{{{len(columns)}}}{{l}}{{{heading}}} \\"]
-        for row in section.frame.itertuples(index=False):
-            lines.append(" & ".join(_latex_escape(v) for v in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    all_notes = [f"{s.heading}: {n}" for s in sections for n in s.notes] + list(notes)
-    if all_notes:
-        lines += [r"\par\smallskip", r"\begin{minipage}{0.95\linewidth}\scriptsize"]
-        lines += [_latex_escape(n) + r"\\" for n in all_notes]
-        lines.append(r"\end{minipage}")
-    lines += [r"\end{table}", ""]
-    return "\n".join(lines)
-
-
-def _latex_message(title: str, message: str) -> str:
-    return "\n".join([f"% {title}", f"% {message}", _latex_escape(message), ""])
-
-
-def _write_table_files(stem: Path, title: str, sections: Sequence[Section], notes: Sequence[str], *,
-                       columns: Sequence[str], lead_columns: int, paper_group: str, paper_columns: Sequence[str],
-                       empty_message: str) -> list[Path]:
-    """``<stem>.md`` and ``<stem>.tex``, each written whole or not at all."""
-    md_path, tex_path = stem.with_suffix(".md"), stem.with_suffix(".tex")
-    if not sections:
-        atomic_write_text(md_path, f"# {title}\n\n{empty_message}\n")
-        atomic_write_text(tex_path, _latex_message(title, empty_message))
-        return [md_path, tex_path]
-    atomic_write_text(md_path, _markdown(title, sections, notes))
-    # Short column names in LaTeX: the grouped header row carries the paper's label.
-    latex_sections = [Section(s.heading, s.frame.set_axis([*columns, *paper_columns], axis=1), s.notes)
-                      for s in sections]
-    groups = [("", lead_columns), ("This reproduction", len(columns) - lead_columns),
-              (paper_group, len(paper_columns))]
-    atomic_write_text(tex_path, _latex(title, latex_sections, notes, groups))
-    return [md_path, tex_path]
-
-
-def _save_figure(fig: Figure, path: Path) -> list[Path]:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
-    return [path]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Table 4
 
@@ -402,8 +276,8 @@ def _paper_table4_cells(dataset: str, config: RunConfig) -> list[str]:
     if ref is None:
         return [DASH] * 3
     return [ref.acc if "acc" in applicable and ref.acc else DASH,
-            _fmt(ref.speed) if "speed" in applicable else DASH,
-            _fmt(ref.mem) if "mem" in applicable else DASH]
+            fmt(ref.speed) if "speed" in applicable else DASH,
+            fmt(ref.mem) if "mem" in applicable else DASH]
 
 
 def _context_label(context: tuple, varying: Sequence[int]) -> str:
@@ -437,15 +311,15 @@ def _table4_section(dataset: str, rows: pd.DataFrame) -> Section:
         seeds = group["seed"].tolist() if "seed" in group.columns else []
         if len(set(map(str, seeds))) < len(seeds):
             notes.append(f"{label}: {len(seeds)} runs share {len(set(map(str, seeds)))} seeds.")
-        acc = _numeric(group, "test_acc") * 100.0
+        acc = numeric(group, "test_acc") * 100.0
         records.append([
             label,
             str(len(group)),
-            _mean_std(acc, 2),
-            _fmt(_mean(_numeric(group, "epochs_per_s"))),
-            _fmt(_mean(_numeric(group, "act_mem_mb"))),
-            _fmt(_mean(_numeric(group, "peak_mem_mb")), 1),
-            _fmt_sci(_mean(_numeric(group, "energy_kwh"))),
+            mean_std(acc, 2),
+            fmt(mean(numeric(group, "epochs_per_s"))),
+            fmt(mean(numeric(group, "act_mem_mb"))),
+            fmt(mean(numeric(group, "peak_mem_mb")), 1),
+            fmt_sci(mean(numeric(group, "energy_kwh"))),
             *_paper_table4_cells(dataset, config),
         ])
     columns = [*TABLE4_COLUMNS, *(f"{PAPER_GROUP} {c}" for c in PAPER_COLUMNS)]
@@ -453,7 +327,7 @@ def _table4_section(dataset: str, rows: pd.DataFrame) -> Section:
     if context_note:
         notes.append(context_note)
     if "peak_mem_source" in rows.columns:
-        sources = sorted({str(s) for s in rows["peak_mem_source"] if not _is_missing(s)})
+        sources = sorted({str(s) for s in rows["peak_mem_source"] if not is_missing(s)})
         if sources:
             notes.append(f"Peak memory source: {', '.join(sources)}.")
     notes.append(_TABLE4_NOTES.get(dataset, "The paper has no results for this dataset; paper columns are '–'."))
@@ -480,7 +354,7 @@ def _table4_notes(n_ignored: int) -> list[str]:
 def _write_table4(ok: pd.DataFrame, n_ignored: int, out_dir: Path) -> list[Path]:
     sections = [] if ok.empty else [
         _table4_section(ds, ok[ok["dataset"] == ds]) for ds in _dataset_order(ok["dataset"].astype(str))]
-    return _write_table_files(
+    return write_table_files(
         out_dir / "table4", TABLE4_TITLE, sections, _table4_notes(n_ignored),
         columns=TABLE4_COLUMNS, lead_columns=2, paper_group=PAPER_GROUP, paper_columns=PAPER_COLUMNS,
         empty_message="No runs were recorded (no gnn_blockquant rows with status ok).")
@@ -497,7 +371,7 @@ PAPER5_COLUMNS = ("JSD uniform", "JSD CN", "VM var. red. (%)")
 
 def _stats_layers(rows: pd.DataFrame) -> list[int]:
     layers = sorted(int(m.group(1)) for c in rows.columns if (m := re.fullmatch(r"jsd_uniform_l(\d+)", c)))
-    return [i for i in layers if _numeric(rows, f"jsd_uniform_l{i}").size]
+    return [i for i in layers if numeric(rows, f"jsd_uniform_l{i}").size]
 
 
 def _table5_preference(config: RunConfig) -> tuple:
@@ -528,11 +402,11 @@ def _table5_section(dataset: str, rows: pd.DataFrame) -> Section | None:
             model_pct = 100.0 * variance_reduction(d) if d > 2 else math.nan
             records.append([
                 str(layer), str(d), str(len(runs)),
-                _mean_std(_numeric(runs, f"jsd_uniform_l{layer}"), 4),
-                _mean_std(_numeric(runs, f"jsd_cn_l{layer}"), 4),
-                _mean_std(_numeric(runs, f"vm_var_red_pct_l{layer}"), 2),
-                _fmt(model_pct),
-                _fmt(ref[0], 4), _fmt(ref[1], 4), _fmt(ref[2]),
+                mean_std(numeric(runs, f"jsd_uniform_l{layer}"), 4),
+                mean_std(numeric(runs, f"jsd_cn_l{layer}"), 4),
+                mean_std(numeric(runs, f"vm_var_red_pct_l{layer}"), 2),
+                fmt(model_pct),
+                fmt(ref[0], 4), fmt(ref[1], 4), fmt(ref[2]),
             ])
     columns = [*TABLE5_COLUMNS, *(f"{PAPER5_GROUP} {c}" for c in PAPER5_COLUMNS)]
     context_text = ", ".join(f"{name}={value}" for name, value in zip(CONTEXT_COLUMNS, context) if value is not None)
@@ -567,7 +441,7 @@ def _write_table5(ok: pd.DataFrame, out_dir: Path) -> list[Path]:
             section = _table5_section(dataset, quantized[quantized["dataset"] == dataset])
             if section is not None:
                 sections.append(section)
-    return _write_table_files(
+    return write_table_files(
         out_dir / "table5", TABLE5_TITLE, sections, _TABLE5_NOTES,
         columns=TABLE5_COLUMNS, lead_columns=3, paper_group=PAPER5_GROUP, paper_columns=PAPER5_COLUMNS,
         empty_message="No runs were recorded." if ok.empty else
@@ -636,7 +510,7 @@ def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Pat
     config = run_config(record)
     fig.suptitle(f"Figure 9: normalized activations, {record.get('dataset')} {config_label(config)} "
                  f"(seed {record.get('seed')}); uniform model has no atoms", fontsize=10)
-    return _save_figure(fig, out_dir / "figure9.png")
+    return save_figure(fig, out_dir / "figure9.png")
 
 
 FIGURE10_D = (16, 64, 256, 1024)
@@ -666,7 +540,7 @@ def _write_figure10(out_dir: Path) -> list[Path]:
     rel_ax.legend(fontsize=8)
     fig.suptitle("Figure 10: expected stochastic-rounding variance under the clipped-normal model "
                  "(dots: optimum a*, dashed: uniform bins)", fontsize=10)
-    return _save_figure(fig, out_dir / "figure10.png")
+    return save_figure(fig, out_dir / "figure10.png")
 
 
 # ---------------------------------------------------------------------------------------------------------------

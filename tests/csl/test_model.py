@@ -1,0 +1,77 @@
+"""The confidence network: the reference architecture's parameter count, wiring, receptive field and outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sustainml_exp.families.csl_segmentation.model import (
+    REFERENCE_FEATURISER_PARAMS,
+    ConfidenceNet,
+    n_trainable_params,
+    shift_input,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny shapes gain nothing from threads, and on a shared CPU OpenMP's waiting threads slow them many-fold.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_reference_network_has_7372_trainable_parameters_and_the_paper_counts_10_8k() -> None:
+    model = ConfidenceNet(in_channels=3, n_classes=4)
+    assert n_trainable_params(model) == 7372
+    assert round((7372 + REFERENCE_FEATURISER_PARAMS) / 1000, 1) == 10.8
+
+
+def test_parameter_count_follows_classes_and_input_channels() -> None:
+    # The head has width * K weights + K biases; the stem 9 * in_channels * width weights.
+    assert n_trainable_params(ConfidenceNet(n_classes=2)) == 7372 - 2 * 8 - 2
+    assert n_trainable_params(ConfidenceNet(in_channels=1)) == 7372 - 2 * 9 * 8
+
+
+def test_frozen_parameters_are_not_counted() -> None:
+    model = ConfidenceNet()
+    for p in model.head.parameters():
+        p.requires_grad_(False)
+    assert n_trainable_params(model) == 7372 - 36
+
+
+def test_forward_keeps_the_size_and_returns_sigmoid_of_the_logits() -> None:
+    torch.manual_seed(0)
+    model = ConfidenceNet()
+    x = torch.rand(2, 3, 41, 37)
+    conf = model(x)
+    assert conf.shape == (2, 4, 41, 37)
+    assert bool(((conf > 0) & (conf < 1)).all())
+    torch.testing.assert_close(conf, torch.sigmoid(model.forward_logits(x)))
+
+
+def test_every_parameter_receives_a_gradient() -> None:
+    torch.manual_seed(0)
+    model = ConfidenceNet()
+    model(torch.rand(2, 3, 24, 24)).sum().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+def test_receptive_field_radius_is_83_pixels() -> None:
+    # Stem radius 1 plus two convolutions of radius d per block: 1 + 2 * (1 + 2 + 3 + 5 + 10 + 20) = 83.
+    torch.manual_seed(0)
+    model = ConfidenceNet().eval()  # running statistics: no batch coupling between pixels
+    x = torch.rand(1, 3, 1, 200)
+    bumped = x.clone()
+    bumped[..., 10] += 10.0
+    with torch.no_grad():
+        changed = (model.forward_logits(bumped) - model.forward_logits(x)).abs().amax(dim=(0, 1, 2)) > 0
+    assert bool(changed[10 + 83])
+    assert not bool(changed[10 + 84:].any())
+
+
+def test_shift_input_maps_unit_interval_to_0_05_1() -> None:
+    x = torch.tensor([0.0, 0.5, 1.0])
+    torch.testing.assert_close(shift_input(x), torch.tensor([0.05, 0.525, 1.0]))
