@@ -44,3 +44,10 @@ def test_bench_linear_backward_memory_orders_the_variants() -> None:
 def test_bench_gnn_reports_ratios_to_fp32() -> None:
     out = _run("bench_gnn.py", "--dataset", "synthetic", "--steps", "1", "--rounds", "1", "--device", "cpu")
     assert "FP32" in out and "lean" in out
+
+
+def test_bench_csl_compares_the_vectorised_loss_with_the_loop_oracle() -> None:
+    out = _run("bench_csl.py", "--device", "cpu", "--steps", "1", "--warmup", "0", "--crop", "48", "--patch", "16",
+               "--stride", "8", "--batch", "2", "--threads", "1")
+    assert "| training step" in out and "| sampler + loss" in out
+    assert "projected 300-epoch MoNuSeg training" in out

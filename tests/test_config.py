@@ -22,7 +22,8 @@ from sustainml_exp.cli import preflight
         (["G_RR=3"], "unknown config key 'G_RR'; allowed keys: experiment, seed"),
         (["model.hiden=3"], "unknown config key 'model.hiden'; allowed keys under model: num_layers, hidden"),
         (["bits=abc"], "bits: Value 'abc' of type 'str' could not be converted to Integer"),
-        (["experiment=nope"], "could not find config 'experiment/nope'; allowed: gnn_blockquant, gnn_flickr"),
+        (["experiment=nope"],
+         "could not find config 'experiment/nope'; allowed: csl_segmentation, gnn_blockquant, gnn_flickr"),
         (["energy=rapl"], "could not find config 'energy/rapl'; allowed: carbontracker, none"),
         (["device=tpu"], "device='tpu' is not allowed; allowed: auto, cpu, cuda"),
         (["dataset=cora"], "dataset='cora' is not allowed; allowed: synthetic, synthetic_arxiv, ogbn-arxiv, flickr"),
@@ -43,7 +44,8 @@ def test_bad_input_is_one_line(argv: list[str], expected: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["G_R=64"], ["experiment=gnn_flickr"], ["quant=exact", "vm=true"], ["-m", "G_R=2,4,8", "seed=0,1"],
+    [[], ["G_R=64"], ["experiment=gnn_flickr"], ["experiment=csl_segmentation", "dataset=monuseg"],
+     ["quant=exact", "vm=true"], ["-m", "G_R=2,4,8", "seed=0,1"],
      ["--help"], ["energy=none", "compress.group_cap=1024"], ["lean=true", "compress_backend=torch"],
      ["compress_backend=triton"]],
 )

@@ -12,14 +12,7 @@ from sustainml_exp.families.csl_segmentation.model import (
     shift_input,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny shapes gain nothing from threads, and on a shared CPU OpenMP's waiting threads slow them many-fold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_network_has_7372_trainable_parameters_and_the_paper_counts_10_8k() -> None:
