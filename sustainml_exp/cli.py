@@ -182,15 +182,13 @@ def preflight(argv: list[str], *, check_scheduler: bool = True) -> str | None:
 
 def describe_plan(plan: CommandPlan) -> list[str]:
     """Lines of ``--dry-run``: one per job, with its run_id and whether a finished record makes it a skip."""
-    from sustainml_exp.results import read_record
-    from sustainml_exp.runner import run_identity
+    from sustainml_exp.runner import finished_record, run_identity
 
     where = plan.launcher + (f", partition {plan.partition}" if plan.partition else "")
     lines, done = [], 0
     for num, (overrides, typed, cfg) in enumerate(plan.jobs):
         _, run_id = run_identity(OmegaConf.to_container(cfg, resolve=True), typed.seed)
-        record = read_record(Path(typed.results_dir), typed.experiment, run_id)
-        skip = not typed.rerun and record is not None and record.get("status") == "ok"
+        skip = finished_record(typed, run_id) is not None
         done += skip
         lines.append(f"  #{num} {'skip' if skip else 'run '} {run_id}  {' '.join(overrides) or '(defaults)'}")
     head = (f"{len(plan.jobs)} job(s) (launcher: {where}), {done} already done and skipped unless rerun=true; "

@@ -61,6 +61,14 @@ def run_identity(config_dict: dict[str, Any], seed: int) -> tuple[str, str]:
     return cfg_hash, f"{cfg_hash}-s{seed}"
 
 
+def finished_record(cfg: BaseRunConfig, run_id: str) -> dict[str, Any] | None:
+    """The ok record that makes this run a skip, or None when it must run (none yet, failed, or rerun=true)."""
+    if cfg.rerun:
+        return None
+    record = read_record(Path(cfg.results_dir), cfg.experiment, run_id)
+    return record if record is not None and record.get("status") == "ok" else None
+
+
 def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
     from sustainml_exp.energy import EnergyConfig, make_energy_meter
 
@@ -72,12 +80,11 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     family = get_family(cfg.experiment)
     output_dir = Path(output_dir)
     cfg_hash, run_id = run_identity(config_dict, cfg.seed)
-    if not cfg.rerun:
-        done = read_record(Path(cfg.results_dir), cfg.experiment, run_id)
-        if done is not None and done.get("status") == "ok":
-            log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id,
-                     record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0])
-            return done
+    done = finished_record(cfg, run_id)
+    if done is not None:
+        log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id,
+                 record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0])
+        return done
     sha, dirty = git_state()
     versions = library_versions()
     record: dict[str, Any] = {

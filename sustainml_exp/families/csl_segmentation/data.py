@@ -9,9 +9,8 @@ needs none of them.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 
 from sustainml_exp.errors import ConfigError, DataMissingError
 from sustainml_exp.families.csl_segmentation.config import SEG_DATASETS
+from sustainml_exp.results import atomic_write_bytes
 
 __all__ = [
     "DELIVERABLE_COUNTS",
@@ -554,7 +554,7 @@ def _cached_monuseg_mask(xml_path: Path, shape: tuple[int, int], cache_path: Pat
     record[0] = (*key, np.packbits(mask.ravel()))
     if not cache_failed:
         try:
-            _save_atomic(cache_path, record)
+            _save_npy_atomic(cache_path, record)
         except OSError as err:  # a read-only dataset folder: work without the cache
             log.warning("cannot cache MoNuSeg masks in %s (%s); rasterising on every load", cache_path.parent,
                         _one_line(err))
@@ -562,16 +562,10 @@ def _cached_monuseg_mask(xml_path: Path, shape: tuple[int, int], cache_path: Pat
     return mask, cache_failed
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # CoNSeP -------------------------------------------------------------------------------------------------------

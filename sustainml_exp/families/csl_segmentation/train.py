@@ -20,9 +20,9 @@ from sustainml_exp.families.csl_segmentation.config import CSLRunConfig
 from sustainml_exp.families.csl_segmentation.contrastive import contrastive_loss, draw_patches
 from sustainml_exp.families.csl_segmentation.data import SegImage, load_seg_dataset, random_crops, split_train_val
 from sustainml_exp.families.csl_segmentation.evaluate import (
-    channel_dice,
     dice,
     fit_intensity_threshold,
+    mean_channel_dice,
     postprocess,
     threshold_predict,
 )
@@ -51,10 +51,10 @@ def predict_confidence(model: ConfidenceNet, image: torch.Tensor, device: str) -
     return model(shift_input(image.to(device)[None]))[0].float().cpu()
 
 
-def _channel_scores(model: ConfidenceNet, images: list[SegImage], cfg: CSLRunConfig, device: str) -> np.ndarray:
-    """(images, K) Dice of every channel after threshold and post-processing."""
-    return np.stack([channel_dice(predict_confidence(model, img.image, device), img.mask.numpy(), cfg.threshold,
-                                  cfg.postprocess) for img in images])
+def _val_channel_dice(model: ConfidenceNet, images: list[SegImage], cfg: CSLRunConfig, device: str) -> np.ndarray:
+    """(K,) Dice of every channel after threshold and post-processing, averaged over the images."""
+    confs = [predict_confidence(model, img.image, device) for img in images]
+    return mean_channel_dice(confs, [img.mask for img in images], cfg.threshold, cfg.postprocess)
 
 
 def _predicted_mask(model: ConfidenceNet, image: torch.Tensor, channel: int, cfg: CSLRunConfig,
@@ -73,8 +73,7 @@ class Selection:
     train_s: float = 0.0  # training seconds until that epoch
     state: dict[str, torch.Tensor] | None = None
 
-    def offer(self, model: ConfidenceNet, scores: np.ndarray, epoch: int, train_s: float) -> None:
-        per_channel = scores.mean(axis=0)
+    def offer(self, model: ConfidenceNet, per_channel: np.ndarray, epoch: int, train_s: float) -> None:
         channel = int(per_channel.argmax())
         if per_channel[channel] > self.val_dice:
             self.val_dice, self.channel, self.epoch, self.train_s = float(per_channel[channel]), channel, epoch, train_s
@@ -131,10 +130,9 @@ def _train_network(cfg: CSLRunConfig, ctx, train: list[SegImage], val: list[SegI
                 torch.cuda.synchronize()
             train_s += time.perf_counter() - t0
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                scores = _channel_scores(model, val, cfg, device)
-                log.info("epoch %d: validation Dice per channel %s", epoch,
-                         " ".join(f"{d:.4f}" for d in scores.mean(axis=0)))
-                selection.offer(model, scores, epoch, train_s)
+                per_channel = _val_channel_dice(model, val, cfg, device)
+                log.info("epoch %d: validation Dice per channel %s", epoch, " ".join(f"{d:.4f}" for d in per_channel))
+                selection.offer(model, per_channel, epoch, train_s)
                 progress.update(epoch, loss=last_loss, val_dice=selection.val_dice, channel=selection.channel)
             else:
                 progress.update(epoch, loss=last_loss)
