@@ -349,9 +349,11 @@ def _relu_pack_kernel(x_ptr, out_ptr, packed_ptr, n, BLOCK_BYTES: tl.constexpr):
     offsets, byte_offsets, bit_shifts = _mask_tile(BLOCK_BYTES)
     valid = offsets < n
     x = tl.load(x_ptr + offsets, mask=valid, other=0.0)
+    # Signs are read from the exact fp32 value: compared as bf16, subnormals count as zero in the interpreter.
+    x_f32 = to_f32_exact(x)
     # where(x < 0, 0, x) keeps -0.0 and NaN like torch.relu does.
-    tl.store(out_ptr + offsets, tl.where(x < 0, tl.zeros_like(x), x), mask=valid)
-    _store_mask_bytes(packed_ptr, x > 0, byte_offsets, bit_shifts, n)
+    tl.store(out_ptr + offsets, tl.where(x_f32 < 0, tl.zeros_like(x), x), mask=valid)
+    _store_mask_bytes(packed_ptr, x_f32 > 0, byte_offsets, bit_shifts, n)
 
 
 @triton.jit(do_not_specialize=_DROPOUT_SCALAR_ARGS)

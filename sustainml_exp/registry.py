@@ -13,8 +13,11 @@ from typing import Any
 
 from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
-from sustainml_exp.families.csl_segmentation.config import CSLRunConfig, protocol_value
+from sustainml_exp.families.csl_segmentation.config import CSLRunConfig
+from sustainml_exp.families.csl_segmentation.config import protocol_value as csl_protocol_value
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
+from sustainml_exp.families.mfc_coreset.config import MFCRunConfig
+from sustainml_exp.families.mfc_coreset.config import protocol_value as mfc_protocol_value
 
 
 def _load(ref: str) -> Any:
@@ -52,7 +55,14 @@ FAMILIES: dict[str, Family] = {
             schema=CSLRunConfig,
             run_ref="sustainml_exp.families.csl_segmentation.train:run",
             tables_ref="sustainml_exp.families.csl_segmentation.tables:write_tables",
-            resolvers=(("csl_protocol", protocol_value),),
+            resolvers=(("csl_protocol", csl_protocol_value),),
+        ),
+        Family(
+            name="mfc_coreset",
+            schema=MFCRunConfig,
+            run_ref="sustainml_exp.families.mfc_coreset.train:run",
+            tables_ref="sustainml_exp.families.mfc_coreset.tables:write_tables",
+            resolvers=(("mfc_protocol", mfc_protocol_value),),
         ),
     )
 }

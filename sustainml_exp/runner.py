@@ -118,6 +118,7 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     }
     t0 = time.perf_counter()
     meter = None
+    threads_before = None
     try:
         device = resolve_device(cfg.device)
         record["device"] = device
@@ -126,6 +127,12 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
 
             record["gpu_name"] = torch.cuda.get_device_name()
         seed_everything(cfg.seed)
+        if cfg.threads is not None:
+            import torch
+
+            # Restored afterwards: the jobs of a local multirun share this process.
+            threads_before = torch.get_num_threads()
+            torch.set_num_threads(cfg.threads)
         meter = _energy_meter(cfg, output_dir, device)
         meter.start()
         meter.epoch_start()
@@ -148,6 +155,10 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
         if meter is not None:
             report = meter.stop()
             record.update(asdict(report))
+        if threads_before is not None:
+            import torch
+
+            torch.set_num_threads(threads_before)
     record["wall_s"] = time.perf_counter() - t0
     record["versions"] = versions
     record["config"] = config_dict

@@ -260,3 +260,28 @@ def test_segmentation_script_refuses_an_unknown_dataset(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("table3.sh: unknown dataset 'kumar' in DATASETS; allowed: monuseg, consep, "
                                    "synthetic_nuclei")
+
+
+def test_table1_and_figure_dry_runs_list_the_papers_coreset_sweeps(tmp_path: Path) -> None:
+    results = {"RESULTS_DIR": str(tmp_path / "results")}
+    table1 = _reproduce("table1.sh", "--dry-run", cwd=tmp_path, LAUNCHER="slurm", **results)
+    assert table1.returncode == 0, table1.stderr[-3000:]
+    jobs = _listed_jobs(table1.stdout)
+    # Five datasets x (Raw + the paper's eight methods) x 3 seeds, ResNet18, k = 50, PGD-linf training.
+    assert len(jobs) == 5 * 9 * 3
+    assert all("model=resnet18" in j and "k=50" in j and "train=pgd_linf" in j for j in jobs)
+    assert sum("dataset=tinyimagenet" in j and "method=mcs" in j for j in jobs) == 3
+    figure3 = _reproduce("figure3.sh", "--dry-run", cwd=tmp_path, **results)
+    assert figure3.returncode == 0, figure3.stderr[-3000:]
+    jobs = _listed_jobs(figure3.stdout)
+    # MCS, Rand and DM at six k, three training modes, 3 seeds; the full set under each training mode.
+    assert len(jobs) == 3 * 6 * 3 * 3 + 3 * 3
+    assert all("dataset=mnist" in j and "model=mlp" in j for j in jobs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_coreset_script_refuses_an_unknown_dataset(tmp_path: Path) -> None:
+    proc = _reproduce("table1.sh", cwd=tmp_path, DATASETS="mnist imagenet")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("table1.sh: unknown dataset 'imagenet' in DATASETS; allowed: digits, mnist, "
+                                   "fashion_mnist, cifar10, cifar100, svhn, tinyimagenet")

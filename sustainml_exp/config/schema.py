@@ -72,6 +72,9 @@ class BaseRunConfig:
     data_dir: str = "./data"
     download: bool = False
     progress: str = "auto"
+    # CPU threads of torch (null: torch's default). Tiny models run fastest on one: with more, OpenMP's waiting
+    # threads cost more than the work, many-fold on a busy machine.
+    threads: Optional[int] = None
     # A run whose run_id already has an ok record is skipped, so a resubmitted sweep only runs what is missing.
     rerun: bool = False
     energy: EnergySchema = field(default_factory=EnergySchema)
@@ -81,6 +84,8 @@ class BaseRunConfig:
         check_range("epochs", self.epochs, lo=1)
         check_choice("device", self.device, DEVICES)
         check_choice("progress", self.progress, PROGRESS_MODES)
+        if self.threads is not None:
+            check_range("threads", self.threads, lo=1)
         if self.G_R is not None:
             check_range("G_R", self.G_R, lo=1)
         self.energy.validate()
