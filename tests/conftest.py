@@ -26,3 +26,14 @@ def sml_run(tmp_path: Path):
 
     _run.results_dir = results  # type: ignore[attr-defined]
     return _run
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny shapes gain nothing from threads, and on a shared CPU OpenMP's waiting threads slow them many-fold.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,8 +16,9 @@ from matplotlib.figure import Figure
 
 from sustainml_exp.results import atomic_write_bytes, atomic_write_text
 
-__all__ = ["DASH", "Section", "fmt", "fmt_sci", "is_missing", "latex", "latex_escape", "latex_message", "markdown",
-           "mean", "mean_std", "numeric", "save_figure", "write_table_files"]
+__all__ = ["DASH", "Section", "fmt", "fmt_sci", "is_missing", "knob_value", "latex", "latex_escape", "latex_message",
+           "markdown", "mean", "mean_std", "numeric", "save_figure", "seed_note", "tie_order",
+           "write_table_files"]
 
 DASH = "–"
 
@@ -40,6 +41,40 @@ def numeric(rows: pd.DataFrame, column: str) -> np.ndarray:
         return np.array([], dtype=np.float64)
     values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=np.float64)
     return values[np.isfinite(values)]
+
+
+def knob_value(value: Any) -> Any:
+    """A knob value comparable across a CSV round trip: 50, 50.0 and '50' are 50; 'True' is True; floats are
+    rounded to 10 significant digits so that 8/255 written and read back compares equal."""
+    if is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() else float(f"{number:.10g}")
+
+
+def tie_order(value: Any) -> tuple:
+    """Sort key over knob values of mixed types: numbers in order, then strings, None last."""
+    numeric_value = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (value is None, not numeric_value, value if numeric_value else 0, str(value))
+
+
+def seed_note(label: str, rows: pd.DataFrame) -> list[str]:
+    """A note when runs pooled into one cell repeat a seed (the same run under two settings, usually)."""
+    if "seed" not in rows.columns:
+        return []
+    seeds = [str(knob_value(s)) for s in rows["seed"]]
+    if len(set(seeds)) < len(seeds):
+        return [f"{label}: {len(seeds)} runs share {len(set(seeds))} seeds."]
+    return []
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

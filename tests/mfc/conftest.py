@@ -1,4 +1,4 @@
-"""Fixtures of the coreset-family tests: scikit-learn's bundled digits as a TrainSet, one CPU thread."""
+"""Fixtures of the coreset-family tests: scikit-learn's bundled digits as a TrainSet and an MLP trained on them."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ import torch.nn.functional as F
 from sustainml_exp.families.mfc_coreset.config import MEAN_STD
 from sustainml_exp.families.mfc_coreset.data import TrainSet
 from sustainml_exp.families.mfc_coreset.models import ImageClassifier, build_model
-
-
-@pytest.fixture
-def one_thread():
-    # Tiny shapes gain nothing from threads, and on a shared CPU OpenMP's waiting threads slow them many-fold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from sustainml_exp.families.mfc_coreset.config import MEAN_STD, CondenseConfig, 
 from sustainml_exp.families.mfc_coreset.data import TrainSet
 from sustainml_exp.families.mfc_coreset.models import build_model
 from sustainml_exp.families.mfc_coreset.selection import make_selector
-from sustainml_exp.families.mfc_coreset.selection.condensed_file import (
+from sustainml_exp.families.mfc_coreset.selection.condensation import (
     DSA_OPS,
     augment_ops,
     initial_pixels,

@@ -31,9 +31,12 @@ from sustainml_exp.tables.render import (
     Section,
     fmt,
     is_missing,
+    knob_value,
     mean_std,
     numeric,
     save_figure,
+    seed_note,
+    tie_order,
     write_table_files,
 )
 
@@ -85,24 +88,6 @@ PAPER_TIME = "~5 min"
 # ---------------------------------------------------------------------------------------------------------------
 # Rows
 
-def _knob(value: Any) -> Any:
-    """A knob value comparable across a CSV round trip: 10, 10.0 and '10' are all 10."""
-    if is_missing(value):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return int(number) if number.is_integer() else number
-
-
-def _tie_order(value: Any) -> tuple:
-    numeric_value = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return (value is None, not numeric_value, value if numeric_value else 0, str(value))
-
-
 def _modal_subset(rows: pd.DataFrame, knobs: Iterable[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Keep the rows at the most common value of each knob in turn (the default value, else the smallest, on
     ties); returns the rows and the values chosen."""
@@ -110,11 +95,11 @@ def _modal_subset(rows: pd.DataFrame, knobs: Iterable[str]) -> tuple[pd.DataFram
     for knob in knobs:
         if knob not in rows.columns or rows.empty:
             continue
-        values = [_knob(v) for v in rows[knob]]
+        values = [knob_value(v) for v in rows[knob]]
         counts = Counter(values)
         top = max(counts.values())
         tied = [v for v, c in counts.items() if c == top]
-        value = _DEFAULTS[knob] if _DEFAULTS.get(knob) in tied else min(tied, key=_tie_order)
+        value = _DEFAULTS[knob] if _DEFAULTS.get(knob) in tied else min(tied, key=tie_order)
         rows = rows[[v == value for v in values]]
         chosen[knob] = value
     return rows, chosen
@@ -136,15 +121,6 @@ def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def _dataset_order(datasets: Iterable[str]) -> list[str]:
     present = set(datasets)
     return [d for d in DATASET_ORDER if d in present] + sorted(present - set(DATASET_ORDER))
-
-
-def _seed_note(label: str, rows: pd.DataFrame) -> list[str]:
-    if "seed" not in rows.columns:
-        return []
-    seeds = [str(_knob(s)) for s in rows["seed"]]
-    if len(set(seeds)) < len(seeds):
-        return [f"{label}: {len(seeds)} runs share {len(set(seeds))} seeds."]
-    return []
 
 
 def _count_cell(rows: pd.DataFrame, column: str) -> str:
@@ -176,20 +152,20 @@ def _table2_section(dataset: str, csl: pd.DataFrame) -> Section:
     paper = _PAPER_TABLE2.get(dataset, {})
     records, notes = [], []
     for swept, label, held, held_value in _SWEEPS:
-        at_held = csl[[_knob(v) == held_value for v in csl[held]]] if held in csl.columns else csl.iloc[0:0]
+        at_held = csl[[knob_value(v) == held_value for v in csl[held]]] if held in csl.columns else csl.iloc[0:0]
         others = [k for k in CSL_KNOBS if k not in (swept, held)]
         rows, chosen = _modal_subset(at_held, others)
         by_value: dict[Any, list[int]] = {}
         if swept in rows.columns:
             for position, value in enumerate(rows[swept]):
-                if _knob(value) is not None:
-                    by_value.setdefault(_knob(value), []).append(position)
+                if knob_value(value) is not None:
+                    by_value.setdefault(knob_value(value), []).append(position)
         paper_values = paper.get(swept, {})
-        for value in sorted(set(by_value) | set(paper_values), key=_tie_order):
+        for value in sorted(set(by_value) | set(paper_values), key=tie_order):
             cell = rows.iloc[by_value.get(value, [])]
             records.append([label, str(value), str(len(cell)), fmt(_median(numeric(cell, "val_dice")), DICE_DIGITS),
                             fmt(paper_values.get(value), DICE_DIGITS)])
-            notes += _seed_note(f"{label} = {value}", cell)
+            notes += seed_note(f"{label} = {value}", cell)
         if len(rows):
             notes.append(f"{label}: {held}={held_value}, {_settings(chosen)}.")
     if paper:
@@ -274,24 +250,24 @@ def _table3_section(dataset: str, rows: pd.DataFrame, extra_notes: Sequence[str]
         runs, chosen = _modal_subset(runs, BASELINE_KNOBS[method])
         label = _LABELS[method]
         records.append([label, *_measured_cells(method, runs), *_paper3_cells(paper, method)])
-        notes += _seed_note(label, runs)
+        notes += seed_note(label, runs)
         if len(runs) and chosen:
             notes.append(f"{label}: {_settings(chosen)}.")
     if paper is not None:
         records.append([_LABELS["scale_pretext"], "0", *[DASH] * 6, *_paper3_cells(paper, "scale_pretext")])
     csl = rows[rows["method"] == "csl"]
-    present = {_knob(s) for s in csl["similarity"]} if "similarity" in csl.columns else {None}
+    present = {knob_value(s) for s in csl["similarity"]} if "similarity" in csl.columns else {None}
     similarities = [s for s in SIMILARITIES if s in present] + sorted(
-        (s for s in present if s not in SIMILARITIES), key=_tie_order)
+        (s for s in present if s not in SIMILARITIES), key=tie_order)
     if csl.empty and paper is not None:
         records.append([_csl_label(None), *_measured_cells("csl", csl), *_paper3_cells(paper, "csl")])
     for similarity in similarities if not csl.empty else []:
-        of_similarity = csl[[_knob(s) == similarity for s in csl["similarity"]]] if "similarity" in csl.columns \
+        of_similarity = csl[[knob_value(s) == similarity for s in csl["similarity"]]] if "similarity" in csl.columns \
             else csl
         runs, chosen = _modal_subset(of_similarity, [k for k in CSL_KNOBS if k != "similarity"])
         label = _csl_label(similarity)
         records.append([label, *_measured_cells("csl", runs), *_paper3_cells(paper, "csl")])
-        notes += _seed_note(label, runs)
+        notes += seed_note(label, runs)
         left_out = len(of_similarity) - len(runs)
         notes.append(f"{label}: {_settings(chosen)}"
                      + (f"; {left_out} run(s) at other settings (Table 2 sweeps) not included." if left_out else "."))
@@ -377,7 +353,7 @@ def _best_csl_row(rows: pd.DataFrame) -> pd.Series | None:
 
 def _write_overlay(dataset: str, row: pd.Series, record: dict[str, Any] | None,
                    out_dir: Path) -> tuple[list[Path], str]:
-    run = f"run {row.get('run_id')} (seed {_knob(row.get('seed'))}, test Dice {float(row['_score']):.4f})"
+    run = f"run {row.get('run_id')} (seed {knob_value(row.get('seed'))}, test Dice {float(row['_score']):.4f})"
     path_text = ((record or {}).get("artifacts") or {}).get("overlay")
     if is_missing(path_text):
         return [], f"Figure 7 overlay skipped: the best CSL {run} recorded no overlay."

@@ -37,7 +37,7 @@ from sustainml_exp.results import atomic_write_text
 from sustainml_exp.tables.render import (
     DASH,
     Section,
-    is_missing,
+    knob_value,
     latex,
     latex_escape,
     latex_message,
@@ -45,6 +45,8 @@ from sustainml_exp.tables.render import (
     mean_std,
     numeric,
     save_figure,
+    seed_note,
+    tie_order,
     write_table_files,
 )
 
@@ -86,29 +88,6 @@ PAPER_FIGURE4_POINT = {"k": 4000, "dm_test": 68.86, "full_test": 64.59, "dm_robu
 # ---------------------------------------------------------------------------------------------------------------
 # Knob values and modal selection
 
-def _knob(value: Any) -> Any:
-    """A knob value comparable across a CSV round trip: 50, 50.0 and '50' are 50; 'True' is True; floats are
-    rounded to 10 significant digits so that 8/255 written and read back compares equal."""
-    if is_missing(value):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(number):
-        return None
-    return int(number) if number.is_integer() else float(f"{number:.10g}")
-
-
-def _tie_order(value: Any) -> tuple:
-    numeric_value = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return (value is None, not numeric_value, value if numeric_value else 0, str(value))
-
-
 _RUN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(MFCRunConfig) if f.default is not MISSING}
 _ATTACK_DEFAULTS: dict[str, Any] = {"pgd_steps": AttackConfig.pgd_steps, "aa_steps": AttackConfig.aa_steps,
                                     "aa_restarts": AttackConfig.aa_restarts}
@@ -117,17 +96,17 @@ _ATTACK_DEFAULTS: dict[str, Any] = {"pgd_steps": AttackConfig.pgd_steps, "aa_ste
 def _preferred(dataset: str) -> dict[str, Any]:
     """Tie-breaking values: the paper's Table 1 setting (k 50, ResNet18, PGD-linf training, linf threat model, the
     dataset's published eps) and the configuration defaults for the rest."""
-    preferred = {knob: _knob(_RUN_DEFAULTS.get(knob, _ATTACK_DEFAULTS.get(knob)))
+    preferred = {knob: knob_value(_RUN_DEFAULTS.get(knob, _ATTACK_DEFAULTS.get(knob)))
                  for knob in (*TABLE1_KNOBS, *FIGURE_KNOBS)}
     preferred.update(k=50, model="resnet18", train="pgd_linf", norm="linf")
     if dataset in EPS_LINF:
         eps = EPS_LINF[dataset]
-        preferred.update(eps_linf=_knob(eps), eps_l2=_knob(eps_l2_from_linf(eps, input_dim(dataset))))
+        preferred.update(eps_linf=knob_value(eps), eps_l2=knob_value(eps_l2_from_linf(eps, input_dim(dataset))))
     return preferred
 
 
 def _knob_values(rows: pd.DataFrame, knob: str) -> list[Any]:
-    return [_knob(v) for v in rows[knob]] if knob in rows.columns else [None] * len(rows)
+    return [knob_value(v) for v in rows[knob]] if knob in rows.columns else [None] * len(rows)
 
 
 def _modal_setting(rows: pd.DataFrame, knobs: Iterable[str],
@@ -147,7 +126,7 @@ def _modal_setting(rows: pd.DataFrame, knobs: Iterable[str],
     combos = Counter(zip(*(_knob_values(basis, k) for k in knobs)))
     top = max(combos.values())
     tied = [c for c, n in combos.items() if n == top]
-    best = min(tied, key=lambda c: tuple((v != preferred.get(k), _tie_order(v)) for k, v in zip(knobs, c)))
+    best = min(tied, key=lambda c: tuple((v != preferred.get(k), tie_order(v)) for k, v in zip(knobs, c)))
     chosen = dict(zip(knobs, best))
     return _matching(rows, chosen), chosen
 
@@ -185,7 +164,7 @@ def _variants(rows: pd.DataFrame, chosen: dict[str, Any]) -> list[tuple[Any, ...
     """The (weighted, generalized) combinations of ``rows`` other than the chosen one, in a stable order."""
     base = tuple(chosen.get(k) for k in VARIANT_KNOBS)
     combos = set(zip(*(_knob_values(rows, k) for k in VARIANT_KNOBS))) if len(rows) else set()
-    return sorted((c for c in combos if c != base), key=lambda c: tuple(_tie_order(v) for v in c))
+    return sorted((c for c in combos if c != base), key=lambda c: tuple(tie_order(v) for v in c))
 
 
 def _of_variant(rows: pd.DataFrame, variant: tuple[Any, ...]) -> pd.DataFrame:
@@ -242,15 +221,6 @@ def _percent(rows: pd.DataFrame, column: str) -> np.ndarray:
     return 100.0 * numeric(rows, column)
 
 
-def _seed_note(label: str, rows: pd.DataFrame) -> list[str]:
-    if "seed" not in rows.columns:
-        return []
-    seeds = [str(_knob(s)) for s in rows["seed"]]
-    if len(set(seeds)) < len(seeds):
-        return [f"{label}: {len(seeds)} runs share {len(set(seeds))} seeds."]
-    return []
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Table 1
 
@@ -296,7 +266,7 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
         runs = chosen_rows[chosen_rows["method"] == method]
         label = _label(method)
         records.append(_table1_row(label, runs, rob_column, paper.get(method)))
-        notes += _seed_note(label, runs)
+        notes += seed_note(label, runs)
         if len(runs) and not numeric(runs, rob_column).size:
             no_rob.append(label)
         elif len(runs) and numeric(runs, rob_column).size < len(runs):
@@ -307,7 +277,7 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
             variant_runs = _of_variant(of_method, variant)
             variant_label = _variant_label(label, variant)
             records.append(_table1_row(variant_label, variant_runs, rob_column, None))
-            notes += _seed_note(variant_label, variant_runs)
+            notes += seed_note(variant_label, variant_runs)
     setting = _settings(chosen) if chosen else "no knob columns recorded"
     notes.insert(0, f"Setting: {setting} (k is images per class; it does not apply to Raw).")
     differs = [f"{k}={chosen[k]} (paper {v})" for k, v in PAPER_SETTING.items() if k in chosen and chosen[k] != v]
@@ -402,13 +372,13 @@ def _panel(rows: pd.DataFrame, dataset: str) -> tuple[list[Curve], list[Curve], 
             shown += len(runs)
             if method == FULL:
                 fulls.append(Curve(label, {FULL: runs}))
-                notes += _seed_note(label, runs)
+                notes += seed_note(label, runs)
                 continue
             ks = _knob_values(runs, "k")
-            points = {k: runs[[v == k for v in ks]] for k in sorted({k for k in ks if k is not None}, key=_tie_order)}
+            points = {k: runs[[v == k for v in ks]] for k in sorted({k for k in ks if k is not None}, key=tie_order)}
             curves.append(Curve(label, points))
             for k, point in points.items():
-                notes += _seed_note(f"{label} k={k}", point)
+                notes += seed_note(f"{label} k={k}", point)
     if len(rows) > shown:
         notes.append(f"{len(rows) - shown} run(s) at other settings are not included.")
     return curves, fulls, notes
@@ -432,7 +402,7 @@ def _figure_table_rows(curves: Sequence[Curve], fulls: Sequence[Curve]) -> list[
 
 def _draw_panel(ax: Any, train: str, curves: Sequence[Curve], fulls: Sequence[Curve],
                 colours: dict[str, Any]) -> None:
-    ks = sorted({k for c in curves for k in c.points}, key=_tie_order)
+    ks = sorted({k for c in curves for k in c.points}, key=tie_order)
     positions = {k: i for i, k in enumerate(ks)}
     if fulls:
         positions[FULL] = len(ks)

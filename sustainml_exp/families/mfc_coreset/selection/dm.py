@@ -4,7 +4,7 @@ Every iteration draws a freshly initialised ConvNet, frozen, and for each class 
 condense.batch_real real images and all k synthetic images of the class, both through the same DSA transform
 (Siamese augmentation, as DM does). The loss is the sum over classes of the squared distance between the mean real
 and the mean synthetic embedding; one SGD step on the synthetic images (learning rate condense.lr_img, 1 in DM,
-momentum 0.5) follows, in normalised coordinates and projected back onto pixels in [0, 1] (see condensed_file).
+momentum 0.5) follows, in normalised coordinates and projected back onto pixels in [0, 1] (see condensation.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sustainml_exp.families.mfc_coreset.selection.condensed_file import (
+from sustainml_exp.families.mfc_coreset.selection.condensation import (
     CondensationSelector,
     CondenseRun,
     embed_real_means,

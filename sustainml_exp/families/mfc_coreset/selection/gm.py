@@ -7,7 +7,7 @@ training the network on the current synthetic set, DC's schedule:
   images and on the class's k synthetic images, with respect to the network's weights; the loss is DC's layer-wise
   distance summed over classes (per output unit: 1 - cosine between the two gradient rows; 1-D parameters, i.e.
   biases and norm scales, contribute nothing); one SGD step on the images (lr 0.1, momentum 0.5 as in DC), in
-  normalised coordinates, projected back onto pixels in [0, 1] (see condensed_file);
+  normalised coordinates, projected back onto pixels in [0, 1] (see condensation.py);
 - network update: ``inner`` epochs of plain SGD (lr 0.01, batches of 256 synthetic images) on the synthetic set.
 
 (outer, inner) follow DC's table by images per class: 1 -> (1, 1), 10 -> (10, 50), 20 -> (20, 25), 30 -> (30, 20),
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sustainml_exp.families.mfc_coreset.selection.condensed_file import CondensationSelector, CondenseRun
+from sustainml_exp.families.mfc_coreset.selection.condensation import CondensationSelector, CondenseRun
 
 GM_LR_IMG = 0.1
 GM_MOMENTUM = 0.5

@@ -11,7 +11,7 @@ images with a learnable step size (initial value 0.01, the experts' rate). The l
 (torch.func.functional_call); SGD with momentum 0.5 updates the images and the step size (learning rate TM_LR_LR).
 
 Image learning rate: MTT uses 100 to 10,000 on its inputs (ZCA-whitened on CIFAR). We optimise mean/std-normalised
-coordinates (see condensed_file) with TM_LR_IMG = 1,000 and the step size's rate TM_LR_LR = 1e-7 (MTT's CIFAR-10
+coordinates (see condensation.py) with TM_LR_IMG = 1,000 and the step size's rate TM_LR_LR = 1e-7 (MTT's CIFAR-10
 single-image value; 1e-5 drove the step size below zero within a few iterations on the digits). Measured first
 image steps at lr 1,000 (k = 10, ten student steps): about 0.05 (1 x 28 x 28) and 0.02 (3 x 32 x 32) normalised
 units rms. On the 8 x 8 digits the ConvNet's last instance norm acts on 2 x 2 maps and the gradients are ~1e5 times
@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sustainml_exp.families.mfc_coreset.config import MFCRunConfig
-from sustainml_exp.families.mfc_coreset.selection.condensed_file import (
+from sustainml_exp.families.mfc_coreset.selection.condensation import (
     CondensationSelector,
     CondenseRun,
     siamese_augment,
