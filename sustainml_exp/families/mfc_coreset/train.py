@@ -19,7 +19,6 @@ from sustainml_exp.families.mfc_coreset.data import ImageDataset, load_image_dat
 from sustainml_exp.families.mfc_coreset.evaluate import evaluate_robustness
 from sustainml_exp.families.mfc_coreset.models import ImageClassifier, build_model, n_trainable_params
 from sustainml_exp.families.mfc_coreset.selection import SelectionResult, make_selector
-from sustainml_exp.families.mfc_coreset.selection.base import check_budget
 from sustainml_exp.peak_memory import PeakMemory
 
 log = logging.getLogger("sustainml_exp")
@@ -115,8 +114,6 @@ def _scalar_info(info: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: MFCRunConfig, ctx) -> dict[str, Any]:
     data: ImageDataset = load_image_dataset(cfg.dataset, Path(cfg.data_dir), cfg.download)
-    if cfg.method != "full":
-        check_budget(data.train, cfg.k)
     log.info("%s on %s: %d training, %d test images (%s)", cfg.method, cfg.dataset, len(data.train.y),
              len(data.test_y), data.source)
     peak_memory = PeakMemory(ctx.device)
