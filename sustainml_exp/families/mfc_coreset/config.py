@@ -199,7 +199,8 @@ class MFCRunConfig(BaseRunConfig):
     train_pgd_steps: int = 10
     # Covering multiplicities (mcs) or selection weights (craig, gradmatch) as per-sample loss weights.
     weighted: bool = False
-    # Generalized adversarial loss: train centres against eps + eta (the covering radius) instead of eps.
+    # Generalized adversarial loss over the covering (mcs): each centre is attacked over B_2(eta of its class) +
+    # the eps-ball of the training norm instead of the eps-ball alone (generalized.py).
     generalized: bool = False
     lr: float = 0.01
     momentum: float = 0.9
