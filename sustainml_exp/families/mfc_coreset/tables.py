@@ -25,8 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from sustainml_exp.families.mfc_coreset.config import (
+    CONDENSE_ITERATIONS_DIGITS,
     EPS_LINF,
     METHODS,
+    TM_PROTOCOLS,
     TRAIN_MODES,
     AttackConfig,
     MFCRunConfig,
@@ -233,6 +235,13 @@ def _label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+def _protocol_label(label: str, runs: pd.DataFrame) -> str:
+    """The label of a condensation method's row, naming its protocol when it is not the published one (the
+    embedded digits' short protocol, a command-line change, or a precomputed file)."""
+    protocols = sorted({v for v in _knob_values(runs, "condense_protocol") if v not in (None, "published")})
+    return f"{label} [{'/'.join(protocols)} protocol]" if protocols else label
+
+
 def _percent(rows: pd.DataFrame, column: str) -> np.ndarray:
     return 100.0 * numeric(rows, column)
 
@@ -286,7 +295,7 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
     records, notes, no_rob = [], [], []
     for method in methods:
         runs = chosen_rows[chosen_rows["method"] == method]
-        label = _label(method)
+        label = _protocol_label(_label(method), runs)
         records.append(_table1_row(label, runs, rob_column, paper.get(method)))
         notes += seed_note(label, runs)
         if len(runs) and not numeric(runs, rob_column).size:
@@ -319,6 +328,17 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
     return Section(dataset, pd.DataFrame(records, columns=columns), notes)
 
 
+def _short_protocol_note() -> str:
+    short = {**CONDENSE_ITERATIONS_DIGITS, "tm": TM_PROTOCOLS["digits"].iterations}
+    tm = TM_PROTOCOLS["digits"]
+    iterations = ", ".join(f"{_label(m)} {n}" for m, n in short.items())
+    return ("Condensation rows in brackets did not run the method's published protocol: 'short' is the embedded "
+            f"digits' ({iterations} iterations; TM with {tm.experts} experts, start epochs 0-"
+            f"{tm.max_start_epoch - 1}, {tm.syn_steps} student steps, {'ZCA' if tm.zca else 'no ZCA'}), 'custom' a "
+            "condense.* setting changed on the command line, 'file' a precomputed set. TM's published protocol is "
+            "MTT's at 50 images per class (recorded per run as condense_tm_protocol).")
+
+
 def _table1_notes(excluded: list[str]) -> list[str]:
     return [
         "STD: clean test accuracy; ROB: worst case per test image of APGD-CE and APGD-DLR (AutoAttack-style, "
@@ -326,6 +346,7 @@ def _table1_notes(excluded: list[str]) -> list[str]:
         "n runs (seeds); a single run shows its value alone.",
         "Raw (full) trains on the whole training set; every other method on its k images per class. Rows in "
         "parentheses are runs of the same setting with another weighted / generalized training variant.",
+        _short_protocol_note(),
         "Each dataset's setting is the most common combination of knob values among its adversarially trained "
         "runs (the one closest to the paper's k = 50, ResNet18, PGD-linf training on ties); runs at other "
         "settings are never pooled into these rows.",
@@ -387,7 +408,8 @@ def _panel(rows: pd.DataFrame, dataset: str) -> tuple[list[Curve], list[Curve], 
     shown = 0
     for method in _method_order(rows["method"], FIGURE_METHOD_ORDER):
         of_method = same_setting[same_setting["method"] == method]
-        groups = [(_label(method), chosen_rows[chosen_rows["method"] == method])]
+        groups = [(_protocol_label(_label(method), chosen_rows[chosen_rows["method"] == method]),
+                   chosen_rows[chosen_rows["method"] == method])]
         groups += [(_variant_label(_label(method), v), _of_variant(of_method, v)) for v in _variants(of_method, chosen)]
         for label, runs in groups:
             if runs.empty:
