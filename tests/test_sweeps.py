@@ -252,6 +252,10 @@ def test_table2_and_table3_dry_runs_list_the_papers_segmentation_sweeps(tmp_path
     # MoNuSeg and CoNSeP, 10 seeds: the method, the threshold and the supervised baselines.
     assert len(jobs) == 2 * 3 * 10
     assert sum("method=csl" in j and "dataset=consep" in j for j in jobs) == 10
+    # The deliverable's protocol: CE on CoNSeP, MSE on MoNuSeg, selection on the training images' labels.
+    assert all("similarity=ce" in j for j in jobs if "method=csl" in j and "dataset=consep" in j)
+    assert all("similarity=mse" in j for j in jobs if "method=csl" in j and "dataset=monuseg" in j)
+    assert all("selection=train_labels" in j for j in jobs)
     assert not list(tmp_path.iterdir())
 
 
