@@ -107,7 +107,8 @@ def tables_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_table2_medians_per_cell_with_paper_column(tables_dir: Path) -> None:
     md = (tables_dir / "table2.md").read_text()
     rows = _table_rows(md, "monuseg")
-    assert rows[0] == ["Sweep", "Value", "n", "Median val Dice", *COSTS, "Paper (D3.2 Table 2, MoNuSeg) Median val Dice"]
+    assert rows[0] == ["Sweep", "Value", "n", "Median val Dice", *COSTS,
+                       "Paper (D3.2 Table 2, MoNuSeg) Median val Dice"]
     # #patches = 5, seeds 0, 1, 2: train 100 / 200 / 300 s, wall 120 / 240 / 360 s, 1 / 2 / 3 Wh, 0.5 / 1 / 1.5 g.
     assert rows[1][4:8] == ["200 ± 100", "240 ± 120", "2.00e-03 ± 1.0e-03", "1.00 ± 0.50"]
     cells = {(r[0].split(" ")[0], r[1]): r[2:4] + r[8:] for r in rows[1:]}
