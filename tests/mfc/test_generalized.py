@@ -20,7 +20,7 @@ from sustainml_exp.families.mfc_coreset.attacks import (
 )
 from sustainml_exp.families.mfc_coreset.config import MEAN_STD, MFCRunConfig
 from sustainml_exp.families.mfc_coreset.data import TrainSet, load_image_dataset
-from sustainml_exp.families.mfc_coreset.generalized import centre_radii, class_covering_radii
+from sustainml_exp.families.mfc_coreset.generalized import class_covering_radii
 from sustainml_exp.families.mfc_coreset.models import build_model
 from sustainml_exp.families.mfc_coreset.selection import make_selector
 from sustainml_exp.progress import Progress
@@ -112,7 +112,8 @@ def test_class_radii_are_the_covering_radius_of_the_selected_centres() -> None:
     train = TrainSet(x=points, y=torch.tensor([0, 0, 0, 1, 1, 1]), n_classes=2, dataset="digits")
     indices = np.array([0, 3, 5])
     np.testing.assert_allclose(class_covering_radii(train, indices), [4.0, 1.0])
-    assert centre_radii(train, indices).tolist() == [4.0, 1.0, 1.0]
+    # A class with no selected image has no finite radius.
+    assert class_covering_radii(train, np.array([0]))[1] == np.inf
 
 
 def test_generalized_training_on_digits_stays_in_its_ball_and_learns(tmp_path: Path,
@@ -122,8 +123,9 @@ def test_generalized_training_on_digits_stays_in_its_ball_and_learns(tmp_path: P
     cfg = MFCRunConfig(method="mcs", k=50, epochs=20, train="pgd_linf", generalized=True)
     data = load_image_dataset("digits", tmp_path)
     selection = make_selector(cfg).select(data.train, cfg.k, cfg.seed)
-    radii = centre_radii(data.train, selection.indices)
     per_class = class_covering_radii(data.train, selection.indices)
+    x_sel, y_sel = selection.training_set(data.train)
+    radii = torch.as_tensor(per_class, dtype=torch.float32)[y_sel]
     assert per_class.max() <= selection.info["eta"] + 1e-5 and per_class.min() < per_class.max()
     worst_excess: list[float] = []
     seen_radii: set[float] = set()
@@ -139,7 +141,6 @@ def test_generalized_training_on_digits_stays_in_its_ball_and_learns(tmp_path: P
     monkeypatch.setattr(train_module, "generalized_pgd_attack", checked_attack)
     torch.manual_seed(cfg.seed)
     model = build_model("mlp", (1, 8, 8), 10, MEAN_STD["digits"])
-    x_sel, y_sel = selection.training_set(data.train)
     ctx = RunContext(device="cpu", output_dir=tmp_path, make_progress=lambda total, desc: Progress(total, desc, "off"))
     train_module.train_classifier(model, x_sel, y_sel, None, cfg, cfg.eps_for("linf"), ctx, radii)
     assert len(worst_excess) == 20 * 4 and max(worst_excess) <= 1e-5

@@ -65,9 +65,6 @@ DEFAULT_MODELS = {"digits": "mlp", "mnist": "mlp", "fashion_mnist": "mlp", "cifa
 # ~1.5 min on 2 CPU cores). TM's come with its protocol (TM_PROTOCOLS).
 CONDENSE_ITERATIONS = {"dm": 20000, "gm": 1000}
 CONDENSE_ITERATIONS_DIGITS = {"dm": 100, "gm": 1}
-# What the tables call a condensation run's protocol: the methods' published settings, the embedded digits' short
-# one, or anything else a command line set.
-CONDENSE_PROTOCOLS = ("published", "short", "custom")
 
 
 @dataclass(frozen=True)
@@ -88,9 +85,11 @@ class TMProtocol:
     iterations: int  # distillation iterations [Iteration]
 
 
-# MTT's published hyper-parameters for 50 images per class (Table 1's budget): its paper's hyper-parameter table
-# and README (100 experts x 50 epochs, 5,000 iterations). MTT has no MNIST, Fashion-MNIST or SVHN row: those take
-# CIFAR-10's (same number of classes and 32 x 32 or smaller images), and say so in their record.
+# MTT's published hyper-parameters for 50 images per class (Table 1's budget): its paper's hyper-parameter table and
+# README (100 experts x 50 epochs, 5,000 iterations, buffer and distillation defaults). The CIFAR rows agree with
+# public MTT commands; the TinyImageNet row could not be checked against a second source (the README's table is an
+# image): check it before a publication run. MTT has no MNIST, Fashion-MNIST or SVHN row: those take CIFAR-10's
+# (same number of classes, images no larger) and say so in their record.
 _MTT_CIFAR10 = TMProtocol(source="MTT CIFAR-10 IPC 50", experts=100, expert_epochs=50, max_start_epoch=40,
                           expert_span=2, syn_steps=30, batch_syn=None, zca=False, lr_img=1000.0, lr_lr=1e-5,
                           syn_lr=0.01, iterations=5000)
@@ -323,8 +322,8 @@ class MFCRunConfig(BaseRunConfig):
         defaults = CondenseConfig()
         custom = (condense.iterations is not None or condense.tm.overrides()
                   or condense.batch_real != protocol_value(self.dataset, "condense_batch_real")
-                  or any(getattr(condense, key) != getattr(defaults, key) for key in ("lr_img", "gm_outer",
-                                                                                       "gm_inner")))
+                  or any(getattr(condense, key) != getattr(defaults, key)
+                         for key in ("lr_img", "init", "gm_outer", "gm_inner")))
         if custom:
             return "custom"
         return "short" if self.dataset == "digits" else "published"

@@ -47,9 +47,3 @@ def class_covering_radii(train: TrainSet, indices: np.ndarray) -> np.ndarray:
         members = train.x[torch.as_tensor(train.class_indices(c))].flatten(1).double()
         radii[c] = float(torch.cdist(members, centres).min(1).values.max())
     return radii
-
-
-def centre_radii(train: TrainSet, indices: np.ndarray) -> torch.Tensor:
-    """The covering radius of each selected image's class, in the order of ``indices`` (float32)."""
-    radii = torch.as_tensor(class_covering_radii(train, indices), dtype=torch.float32)
-    return radii[train.y[torch.as_tensor(np.asarray(indices, dtype=np.int64))]]

@@ -17,7 +17,7 @@ from sustainml_exp.families.mfc_coreset.attacks import generalized_pgd_attack, p
 from sustainml_exp.families.mfc_coreset.config import IMAGE_SHAPES, MEAN_STD, MFCRunConfig
 from sustainml_exp.families.mfc_coreset.data import ImageDataset, load_image_dataset
 from sustainml_exp.families.mfc_coreset.evaluate import evaluate_robustness
-from sustainml_exp.families.mfc_coreset.generalized import centre_radii, class_covering_radii
+from sustainml_exp.families.mfc_coreset.generalized import class_covering_radii
 from sustainml_exp.families.mfc_coreset.models import ImageClassifier, build_model, n_trainable_params
 from sustainml_exp.families.mfc_coreset.selection import SelectionResult, make_selector
 from sustainml_exp.peak_memory import PeakMemory
@@ -132,8 +132,8 @@ def run(cfg: MFCRunConfig, ctx) -> dict[str, Any]:
     generalized: dict[str, Any] = {}
     radii = None
     if cfg.generalized:
-        radii = centre_radii(data.train, selection.indices)
         per_class = class_covering_radii(data.train, selection.indices)
+        radii = torch.as_tensor(per_class, dtype=torch.float32)[y_sel]  # each image trains with its class's radius
         generalized = {"eta_train_max": float(per_class.max()), "eta_train_min": float(per_class.min()),
                        "eta_train_per_class": [float(r) for r in per_class]}
         log.info("generalized training: eps=%.4g (%s) + l2 covering radius per class %.4f .. %.4f", eps_train,
