@@ -206,10 +206,10 @@ def test_tm_lowers_its_normalised_distance_and_is_deterministic(digits_train) ->
 
 
 @pytest.mark.parametrize("dataset, values", [
-    ("cifar10", (100, 50, 40, 2, 30, None, False, 1000.0, 1e-5, 0.01, 5000)),
+    ("cifar10", (100, 50, 40, 2, 30, None, False, 1000.0, 1e-5, 0.001, 5000)),
     ("cifar100", (100, 50, 40, 2, 80, 125, True, 1000.0, 1e-5, 0.01, 5000)),
-    ("tinyimagenet", (100, 50, 40, 2, 20, None, False, 10000.0, 1e-4, 0.01, 5000)),
-    ("svhn", (100, 50, 40, 2, 30, None, False, 1000.0, 1e-5, 0.01, 5000)),
+    ("tinyimagenet", (100, 50, 40, 2, 20, 300, False, 10000.0, 1e-4, 0.01, 5000)),
+    ("svhn", (100, 50, 40, 2, 30, None, False, 1000.0, 1e-5, 0.001, 5000)),
     ("digits", (2, 2, 2, 1, 10, 256, False, 1000.0, 1e-7, 0.01, 20)),
 ])
 def test_tm_defaults_to_mtts_published_protocol_and_a_short_one_on_digits(dataset: str, values: tuple) -> None:
