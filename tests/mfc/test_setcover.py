@@ -50,8 +50,7 @@ def _indicator(n: int, points: np.ndarray) -> np.ndarray:
 def _lagrangian_from_packing(covers: torch.Tensor, **kwargs):
     packed = packing(covers, symmetric=True)
     greedy = greedy_set_cover(covers, symmetric=True)
-    return packed, greedy, lagrangian_bound(covers, _indicator(len(covers), packed), target=len(greedy),
-                                            symmetric=True, **kwargs)
+    return packed, greedy, lagrangian_bound(covers, _indicator(len(covers), packed), target=len(greedy), **kwargs)
 
 
 def test_lower_bounds_never_exceed_the_brute_force_optimum_and_reach_it_where_it_is_known(one_thread) -> None:
@@ -92,8 +91,7 @@ def test_lagrangian_bound_on_a_row_subset_is_still_a_bound(one_thread) -> None:
         optimum = _brute_min_cover(covers)
         rows = np.arange(0, len(covers), 2)
         packed = packing(covers, symmetric=True)
-        result = lagrangian_bound(covers, _indicator(len(covers), packed), target=optimum + 1, symmetric=True,
-                                  rows=rows)
+        result = lagrangian_bound(covers, _indicator(len(covers), packed), target=optimum + 1, rows=rows)
         assert np.all(result.multipliers[np.setdiff1d(np.arange(len(covers)), np.union1d(rows, packed))] == 0)
         assert ceil_bound(result.bound) <= optimum
 
@@ -101,8 +99,8 @@ def test_lagrangian_bound_on_a_row_subset_is_still_a_bound(one_thread) -> None:
 def test_stop_above_ends_the_ascent_once_the_bound_refutes_a_size(one_thread) -> None:
     for _, covers in _instances(3, 30, seed=2, quantiles=(0.1,)):
         packed = packing(covers, symmetric=True)
-        full = lagrangian_bound(covers, _indicator(len(covers), packed), target=len(covers), symmetric=True)
-        early = lagrangian_bound(covers, _indicator(len(covers), packed), target=len(covers), symmetric=True,
+        full = lagrangian_bound(covers, _indicator(len(covers), packed), target=len(covers))
+        early = lagrangian_bound(covers, _indicator(len(covers), packed), target=len(covers),
                                  stop_above=len(packed) - 0.5)
         assert early.iterations == 1 and early.bound == len(packed) <= full.bound
 

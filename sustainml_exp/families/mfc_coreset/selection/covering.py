@@ -57,7 +57,7 @@ CERTIFICATE_ATOL = 1e-6
 # on 1,000 rows reached a stronger bound (55.0) than on all 6,000 rows (54.0), in a third of the time.
 LAGRANGIAN_ROWS = 1000
 LAGRANGIAN_ITERATIONS = 300  # per decision at effort 1
-SWAP_MOVES = 2000  # swap local search moves per decision at effort 1
+SWAP_MOVES = 1000  # swap local search moves per start and decision at effort 1
 EFFORT_MAX = 16  # the search stops escalating beyond this multiple of the base effort
 # HiGHS's MILP settles open decisions only on covering matrices up to this many nonzeros: its work before the first
 # node alone took about 10 s per million nonzeros on 2 shared CPUs (a 6,000-image class at the radii of k = 10..50
@@ -129,6 +129,75 @@ def greedy_kcenter(dist: torch.Tensor, k: int, first: int) -> tuple[np.ndarray, 
         torch.minimum(nearest, dist[nxt], out=nearest)
     nearest[picked] = 0.0
     return np.asarray(centres, dtype=np.int64), float(nearest.max())
+
+
+def candidate_radii(dist: torch.Tensor, lo: float, hi: float, *, symmetric: bool, block: int = 4096) -> np.ndarray:
+    """The distinct values of dist in [lo, hi), sorted (float32; only i < j when dist is symmetric).
+
+    Sorted once, the search's bisection steps are binary searches. Pixel distances repeat a lot (squared distances
+    are sums of squared multiples of 1/255): a 6,000-image Fashion-MNIST class has 4.8M distinct values among its
+    11.8M pairs in greedy k-center's bracket at k = 50."""
+    n_rows, n_cols = dist.shape
+    columns = torch.arange(n_cols, device=dist.device)
+    parts = []
+    for r0 in range(0, n_rows, block):
+        rows = dist[r0:r0 + block]
+        within = (rows >= lo) & (rows < hi)
+        if symmetric:
+            within &= columns[None, :] > torch.arange(r0, r0 + len(rows), device=dist.device)[:, None]
+        parts.append(rows[within].cpu().numpy())
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.float32)
+
+
+class _Bracket:
+    """eta* among the sorted candidate radii and the known feasible radius ``upper``, with the decisions so far."""
+
+    def __init__(self, candidates: np.ndarray, upper: float) -> None:
+        self.candidates = candidates
+        self.upper = upper  # a cover with at most k centres is known at this radius
+        self.refuted = -math.inf  # the largest radius shown to need more than k centres
+        # Open decisions: covers are sought above primal_from, refutations below bound_below.
+        self.primal_from, self.bound_below = -math.inf, math.inf
+
+    def _span(self, above: float, below: float) -> tuple[int, int]:
+        """Indices [i0, i1) of the candidates strictly between ``above`` and ``below``."""
+        return (int(np.searchsorted(self.candidates, above, side="right")),
+                int(np.searchsorted(self.candidates, below, side="left")))
+
+    @property
+    def lower(self) -> float:
+        """The smallest candidate above the largest refuted radius (the upper radius if none is left): eta* >= it."""
+        i0, i1 = self._span(self.refuted, self.upper)
+        return float(self.candidates[i0]) if i0 < i1 else self.upper
+
+    @property
+    def gap(self) -> float:
+        return (self.upper - self.lower) / self.upper
+
+    def remaining(self) -> int:
+        i0, i1 = self._span(self.refuted, self.upper)
+        return max(i1 - i0, 0)
+
+    def sides(self) -> list[tuple[int, int]]:
+        """The non-empty index spans still to try: above the open decisions (for covers), below them (for
+        refutations); one span while nothing is open."""
+        spans = [self._span(max(self.refuted, self.primal_from), self.upper),
+                 self._span(self.refuted, min(self.upper, self.bound_below))]
+        return [span for span in dict.fromkeys(spans) if span[0] < span[1]]
+
+    def median(self, span: tuple[int, int]) -> float:
+        return float(self.candidates[(span[0] + span[1] - 1) // 2])
+
+    def record(self, eta: float, answer: bool | None) -> None:
+        if answer:
+            self.upper = min(self.upper, eta)
+        elif answer is False:
+            self.refuted = max(self.refuted, eta)
+        else:
+            self.primal_from, self.bound_below = max(self.primal_from, eta), min(self.bound_below, eta)
+
+    def reopen(self) -> None:
+        self.primal_from, self.bound_below = -math.inf, math.inf
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -341,8 +410,7 @@ class _CoverSearch:
             rows = np.union1d(np.argsort(degree, kind="stable")[:LAGRANGIAN_ROWS], state.packed)
         begin = time.perf_counter()
         result = lagrangian_bound(covers, start, target=len(state.cover), stop_above=stop_above,
-                                  max_iterations=LAGRANGIAN_ITERATIONS * effort, deadline=self.deadline,
-                                  symmetric=self.symmetric, rows=rows)
+                                  max_iterations=LAGRANGIAN_ITERATIONS * effort, deadline=self.deadline, rows=rows)
         self._timed("lagrangian_s", begin)
         if not result.bound <= state.lagrangian:  # (nan-safe) keep the best multipliers
             state.lagrangian, state.multipliers = result.bound, result.multipliers
@@ -525,57 +593,40 @@ def min_radius_cover(dist: torch.Tensor, k: int, *, first: int = 0, solver: str 
     begin = time.perf_counter()
     kcenter, radius = greedy_kcenter(dist, k, first)
     kcenter_s = time.perf_counter() - begin
-    begin = time.perf_counter()
-    # eta* is a pairwise distance in [r_g / 2, r_g]; r_g is already known to be feasible.
-    candidates = dist[(dist >= radius / 2) & (dist < radius)]
-    candidates_s = time.perf_counter() - begin
-
-    upper = radius  # a cover with at most k centres is known at this radius
-    refuted = -math.inf  # the largest radius shown to need more than k centres
-    primal_from, bound_below = -math.inf, math.inf  # open decisions: covers are sought above, refutations below
     effort, undecided, steps, side = 1, 0, 0, 0
     trace: list[tuple[float, float, float]] = []
-
-    def eta_lower() -> float:
-        return float(candidates.min()) if len(candidates) else upper
-
     with HighsProcess() as highs:
         search = _CoverSearch(dist, exact=exact, deadline=deadline, time_limit_s=time_limit_s, seed=first,
                               block=block, highs=highs)
-        search.offer(upper, kcenter)
-        trace.append((time.perf_counter() - started, upper, eta_lower()))
-        while steps < max_steps and (upper - eta_lower()) / upper > target_gap and search.time_left() > 0:
-            sides = [candidates[candidates > primal_from], candidates[candidates < bound_below]]
-            sides = [s for s in sides if len(s)]
+        search.offer(radius, kcenter)
+        begin = time.perf_counter()
+        # eta* is a pairwise distance in [r_g / 2, r_g]; r_g is already known to be feasible.
+        bracket = _Bracket(candidate_radii(dist, radius / 2, radius, symmetric=search.symmetric, block=block),
+                           radius)
+        candidates_s = time.perf_counter() - begin
+        trace.append((time.perf_counter() - started, bracket.upper, bracket.lower))
+        while steps < max_steps and bracket.gap > target_gap and search.time_left() > 0:
+            sides = bracket.sides()
             if not sides:
                 if not exact or effort >= EFFORT_MAX:
                     break
                 # Every radius left is open at this effort: try them again with twice the effort.
                 effort *= 2
-                primal_from, bound_below = -math.inf, math.inf
+                bracket.reopen()
                 continue
-            interval = sides[side % len(sides)]
+            mid = bracket.median(sides[side % len(sides)])
             side += 1
-            mid = float(torch.kthvalue(interval, (len(interval) + 1) // 2).values)
             answer = search.decide(mid, k, effort)
             steps += 1
-            if answer:
-                upper = mid
-            elif answer is False:
-                refuted = mid
-            else:
-                undecided += 1
-                primal_from, bound_below = max(primal_from, mid), min(bound_below, mid)
-            candidates = candidates[(candidates > refuted) & (candidates < upper)]
-            trace.append((time.perf_counter() - started, upper, eta_lower()))
+            undecided += answer is None
+            bracket.record(mid, answer)
+            trace.append((time.perf_counter() - started, bracket.upper, bracket.lower))
             log.debug("mcs: step %d eta=%.5g -> %s (effort %d; eta in [%.5g, %.5g], %d candidates)", steps, mid,
-                      answer, effort, eta_lower(), upper, len(candidates))
-        lower = eta_lower()
-        time_limited = (upper - lower) / upper > target_gap and search.time_left() <= 0
-        state = search.minimise(upper, min(deadline, time.perf_counter() + MINIMISE_SHARE * time_limit_s))
-    gap = (upper - lower) / upper
-    status = "greedy" if not exact else ("optimal" if gap == 0 else "feasible")
-    return _finish(search, dist, upper, state, status=status, gap=gap, eta_lower=lower, started=started,
-                   undecided=undecided, steps=steps, kcenter_radius=radius, time_limited=time_limited, trace=trace,
-                   decided_by=dict(search.decided_by),
+                      answer, effort, bracket.lower, bracket.upper, bracket.remaining())
+        time_limited = bracket.gap > target_gap and search.time_left() <= 0
+        state = search.minimise(bracket.upper, min(deadline, time.perf_counter() + MINIMISE_SHARE * time_limit_s))
+    status = "greedy" if not exact else ("optimal" if bracket.gap == 0 else "feasible")
+    return _finish(search, dist, bracket.upper, state, status=status, gap=bracket.gap, eta_lower=bracket.lower,
+                   started=started, undecided=undecided, steps=steps, kcenter_radius=radius,
+                   time_limited=time_limited, trace=trace, decided_by=dict(search.decided_by),
                    extra_timings={"kcenter_s": kcenter_s, "candidates_s": candidates_s})

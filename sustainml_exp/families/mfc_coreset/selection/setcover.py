@@ -46,6 +46,8 @@ STEP_FACTOR = 2.0
 STEP_PATIENCE = 20
 STEP_FLOOR = 0.005
 TARGET_FACTOR = 1.05
+# Moves during which a centre the swap search took out may not come back.
+SWAP_TABU_MOVES = 3
 # A bound within this of an integer counts as that integer (float64 sums over at most millions of terms).
 BOUND_TOLERANCE = 1e-6
 
@@ -173,7 +175,6 @@ def swap_search(covers: torch.Tensor, start, size: int, *, max_moves: int, seed:
     in_solution = np.zeros(n_centres, dtype=bool)
     in_solution[chosen] = True
     tabu_until = np.zeros(n_centres, dtype=np.int64)  # a centre swapped out may not re-enter before this move
-    tenure = 3
     for move in range(max_moves):
         uncovered = count == 0
         if not bool(uncovered.any()):
@@ -211,7 +212,7 @@ def swap_search(covers: torch.Tensor, start, size: int, *, max_moves: int, seed:
         rows[leave_at] = entering[enter_at]
         chosen[leave_at] = entrant
         in_solution[leaving], in_solution[entrant] = False, True
-        tabu_until[leaving] = move + 1 + tenure
+        tabu_until[leaving] = move + 1 + SWAP_TABU_MOVES
         weight[count == 0] += 1.0
     if bool((count == 0).any()):
         return None
@@ -270,30 +271,30 @@ class LagrangianBound:
 
 
 def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: float | None = None,
-                     max_iterations: int = 300, deadline: float = math.inf, symmetric: bool = False,
+                     max_iterations: int = 300, deadline: float = math.inf,
                      rows: np.ndarray | None = None) -> LagrangianBound:
     """Subgradient ascent on L(u) from the multipliers ``start`` (e.g. a packing's indicator).
 
     ``target``: the Polyak step aims at 1.05 x target (an upper bound on the optimum, e.g. the best cover's size).
-    ``stop_above``: stop once the bound exceeds it. ``rows``: only these rows get multipliers (the others stay at 0;
-    any u >= 0 gives a valid bound, so this trades strength for speed on large matrices)."""
+    ``stop_above``: stop once the bound exceeds it. ``rows``: only these rows get multipliers (the others stay at 0,
+    ``start`` included; any u >= 0 gives a valid bound, so this trades strength for speed on large matrices). The
+    ascent runs in float32 on those rows; the bound reported is L evaluated again in float64 at the best
+    multipliers."""
     device = covers.device
     n_points = covers.shape[0]
-    u = torch.as_tensor(np.asarray(start, dtype=np.float64), device=device).clamp_min(0.0).clone()
-    allowed = None
-    if rows is not None:
-        allowed = torch.zeros(n_points, dtype=torch.bool, device=device)
-        allowed[torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)] = True
-        u[~allowed] = 0.0
+    rows_index = torch.arange(n_points, device=device) if rows is None else \
+        torch.as_tensor(np.unique(np.asarray(rows, dtype=np.int64)), device=device)
+    block = covers[rows_index].to(torch.float32)  # (rows, centres)
+    u = torch.as_tensor(np.asarray(start, dtype=np.float64), device=device)[rows_index].clamp_min(0.0).float()
     best, best_u = -math.inf, u.clone()
     factor, stall = STEP_FACTOR, 0
     iterations = 0
     converged = False
     for iterations in range(1, max_iterations + 1):
-        reduced = 1.0 - _column_loads(covers, u)
-        taken = torch.nonzero(reduced < 0).flatten()
-        value = float(u.sum() + reduced[taken].sum())
-        if value > best + 1e-9:
+        reduced = 1.0 - u @ block
+        taken = reduced < 0
+        value = float(u.sum(dtype=torch.float64) + reduced[taken].sum(dtype=torch.float64))
+        if value > best + 1e-6:
             best, best_u, stall = value, u.clone(), 0
         else:
             stall += 1
@@ -304,18 +305,16 @@ def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: 
         if factor < STEP_FLOOR:
             converged = True
             break
-        covered = centre_rows(covers, taken.cpu().numpy(), symmetric=symmetric).sum(0, dtype=torch.int32) \
-            if len(taken) else torch.zeros(n_points, dtype=torch.int32, device=device)
-        subgradient = 1.0 - covered.to(torch.float64)
+        subgradient = 1.0 - block @ taken.to(torch.float32)
         subgradient[(u <= 0) & (subgradient < 0)] = 0.0
-        if allowed is not None:
-            subgradient[~allowed] = 0.0
         norm = float(subgradient @ subgradient)
         if norm == 0.0:  # u is optimal: L(u) is the LP optimum (restricted to ``rows``)
             converged = True
             break
         step = factor * max(TARGET_FACTOR * target - value, 1e-3) / norm
         u = (u + step * subgradient).clamp_min_(0.0)
-    multipliers = best_u.cpu().numpy()
-    # The float64 value at the reported multipliers (not a running sum): the certificate anyone can recompute.
+    multipliers = np.zeros(n_points)
+    multipliers[rows_index.cpu().numpy()] = best_u.double().cpu().numpy()
+    # The float64 value at the reported multipliers (not the float32 running value): the certificate anyone can
+    # recompute.
     return LagrangianBound(lagrangian_value(covers, multipliers), multipliers, iterations, converged)
