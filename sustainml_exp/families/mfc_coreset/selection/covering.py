@@ -40,11 +40,13 @@ from sustainml_exp.families.mfc_coreset.config import MCS_SOLVERS
 from sustainml_exp.families.mfc_coreset.selection.highs import HighsProcess, solve_highs
 from sustainml_exp.families.mfc_coreset.selection.setcover import (
     ceil_bound,
+    count_true,
     greedy_set_cover,
     lagrangian_bound,
     lagrangian_greedy,
     packing,
     swap_search,
+    within,
 )
 
 log = logging.getLogger("sustainml_exp")
@@ -350,7 +352,8 @@ class _CoverSearch:
         self.seed = seed
         self.block = block
         self.highs = highs
-        self.timings = {key: 0.0 for key in ("greedy_s", "packing_s", "lagrangian_s", "swap_s", "highs_s")}
+        self.timings = {key: 0.0 for key in ("greedy_s", "packing_s", "lagrangian_s", "guided_greedy_s", "swap_s",
+                                             "highs_s")}
         self.at: dict[float, _AtRadius] = {}
         self.decided_by: Counter[str] = Counter()
         # Rows instead of strided columns in the set cover loops (pairwise_distances is exactly symmetric).
@@ -370,7 +373,7 @@ class _CoverSearch:
 
     def covers(self, eta: float) -> torch.Tensor:
         if self._covers is None or self._covers[0] != eta:
-            self._covers = (eta, self.dist <= eta)
+            self._covers = (eta, within(self.dist, eta))
         return self._covers[1]
 
     def cheap(self, eta: float, size_limit: int | None = None) -> _AtRadius:
@@ -406,7 +409,7 @@ class _CoverSearch:
             start = state.multipliers
         rows = None
         if n > LAGRANGIAN_ROWS:
-            degree = covers.sum(1, dtype=torch.int32).cpu().numpy()
+            degree = count_true(covers, 1).cpu().numpy()
             rows = np.union1d(np.argsort(degree, kind="stable")[:LAGRANGIAN_ROWS], state.packed)
         begin = time.perf_counter()
         result = lagrangian_bound(covers, start, target=len(state.cover), stop_above=stop_above,
@@ -425,7 +428,7 @@ class _CoverSearch:
             guided = lagrangian_greedy(covers, state.multipliers, symmetric=self.symmetric)
             if len(guided) < len(state.cover):
                 state.cover = guided
-        self._timed("greedy_s", begin)
+        self._timed("guided_greedy_s", begin)
         if len(state.cover) <= size:
             return
         above = [r for r in self.at if r > eta and len(self.at[r].cover) <= size]
@@ -446,7 +449,7 @@ class _CoverSearch:
         if state.highs_tried or eta >= self.highs_open_from:
             return
         covers = self.covers(eta)
-        if int(covers.sum()) > HIGHS_MAX_NONZEROS or self.time_left() <= 0:
+        if int(count_true(covers, 1).sum()) > HIGHS_MAX_NONZEROS or self.time_left() <= 0:
             return
         state.highs_tried = True
         limit = min(self.time_left(), HIGHS_SHARE * self.time_limit_s)

@@ -52,6 +52,28 @@ SWAP_TABU_MOVES = 3
 BOUND_TOLERANCE = 1e-6
 
 
+def count_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """mask.sum(dim) as int32. On the CPU numpy's boolean reduction runs about 8x faster than torch's (0.025 vs
+    0.21 s for a 6,000 x 6,000 matrix on one core)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.ascontiguousarray(mask.numpy().sum(dim, dtype=np.int32)))
+    return mask.sum(dim, dtype=torch.int32)
+
+
+def any_true(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """mask.any(dim) (numpy's on the CPU, about 8x faster than torch's)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.ascontiguousarray(mask.numpy().any(dim)))
+    return mask.any(dim)
+
+
+def within(dist: torch.Tensor, eta: float) -> torch.Tensor:
+    """The covering matrix dist <= eta (numpy's comparison on the CPU)."""
+    if dist.device.type == "cpu":
+        return torch.from_numpy(dist.numpy() <= eta)
+    return dist <= eta
+
+
 def centre_rows(covers: torch.Tensor, centres, *, symmetric: bool) -> torch.Tensor:
     """The points each of ``centres`` covers, one row per centre: (len(centres), n_points) bool.
 
@@ -63,7 +85,7 @@ def centre_rows(covers: torch.Tensor, centres, *, symmetric: bool) -> torch.Tens
 def is_cover(covers: torch.Tensor, centres, *, symmetric: bool = False) -> bool:
     if len(centres) == 0:
         return covers.shape[0] == 0
-    return bool(centre_rows(covers, centres, symmetric=symmetric).any(0).all())
+    return bool(any_true(centre_rows(covers, centres, symmetric=symmetric), 0).all())
 
 
 def ceil_bound(value: float) -> int:
@@ -84,7 +106,7 @@ def remove_redundant(covers: torch.Tensor, centres, *, symmetric: bool = False) 
     if not chosen:
         return np.zeros(0, dtype=np.int64)
     rows = centre_rows(covers, chosen, symmetric=symmetric)
-    times_covered = rows.sum(0, dtype=torch.int32)
+    times_covered = count_true(rows, 0)
     kept = []
     for position in reversed(range(len(chosen))):
         column = rows[position]
@@ -101,7 +123,7 @@ def greedy_set_cover(covers: torch.Tensor, *, symmetric: bool = False) -> np.nda
     Every row must have a True (with covers = dist <= eta every point covers itself). Returns sorted indices."""
     n_points = covers.shape[0]
     uncovered = torch.ones(n_points, dtype=torch.bool, device=covers.device)
-    gain = covers.sum(0, dtype=torch.int32)  # points each centre would newly cover
+    gain = count_true(covers, 0)  # points each centre would newly cover
     chosen: list[int] = []
     while True:
         best_gain, best = (int(v) for v in torch.max(gain, 0))
@@ -110,7 +132,7 @@ def greedy_set_cover(covers: torch.Tensor, *, symmetric: bool = False) -> np.nda
         newly = uncovered & (covers[best] if symmetric else covers[:, best])
         uncovered &= ~newly
         # Only the newly covered rows change anyone's gain: total work over the loop is one pass over covers.
-        gain -= covers[newly].sum(0, dtype=torch.int32)
+        gain -= count_true(covers[newly], 0)
         chosen.append(best)
     if bool(uncovered.any()):
         raise ValueError("a point is covered by no centre (is the diagonal of dist zero?)")
@@ -126,7 +148,7 @@ def lagrangian_greedy(covers: torch.Tensor, multipliers: np.ndarray, *, symmetri
     n_points = covers.shape[0]
     u = torch.as_tensor(multipliers, dtype=torch.float64, device=covers.device)
     uncovered = torch.ones(n_points, dtype=torch.bool, device=covers.device)
-    count = covers.sum(0, dtype=torch.int32).to(torch.float64)  # mu: uncovered points per centre
+    count = count_true(covers, 0).to(torch.float64)  # mu: uncovered points per centre
     priced = _column_loads(covers, u)  # sum of u over the uncovered points per centre
     chosen: list[int] = []
     while bool(uncovered.any()):
@@ -138,9 +160,10 @@ def lagrangian_greedy(covers: torch.Tensor, multipliers: np.ndarray, *, symmetri
             raise ValueError("a point is covered by no centre (is the diagonal of dist zero?)")
         newly = uncovered & (covers[best] if symmetric else covers[:, best])
         uncovered &= ~newly
-        rows = covers[newly]
-        count -= rows.sum(0, dtype=torch.int32).to(torch.float64)
-        priced -= u[newly] @ rows.to(torch.float64)
+        count -= count_true(covers[newly], 0).to(torch.float64)
+        priced_rows = newly & (u > 0)  # (the multipliers' support is small: only its rows change the prices)
+        if bool(priced_rows.any()):
+            priced -= u[priced_rows] @ covers[priced_rows].to(torch.float64)
         chosen.append(best)
     return remove_redundant(covers, chosen, symmetric=symmetric)
 
@@ -164,7 +187,7 @@ def swap_search(covers: torch.Tensor, start, size: int, *, max_moves: int, seed:
     rng = np.random.default_rng(seed)
     device = covers.device
     rows = centre_rows(covers, chosen, symmetric=symmetric)  # (len(chosen), n_points)
-    count = rows.sum(0, dtype=torch.int32)
+    count = count_true(rows, 0)
     weight = torch.ones(n_points, dtype=torch.float64, device=device)
     while len(chosen) > size:
         loss = (rows & (count == 1)).to(torch.float64) @ weight
@@ -230,7 +253,7 @@ def packing(covers: torch.Tensor, *, stop_above: int | None = None, symmetric: b
     Greedy: take the unblocked point with the fewest covering centres, block every point sharing a centre with it.
     ``stop_above``: return as soon as the packing exceeds it (enough to refute a cover of that size). Returns the
     packed points in pick order."""
-    degree = covers.sum(1, dtype=torch.int32)
+    degree = count_true(covers, 1)
     order = torch.argsort(degree, stable=True)
     blocked = torch.zeros(covers.shape[0], dtype=torch.bool, device=covers.device)
     packed: list[int] = []
@@ -241,7 +264,7 @@ def packing(covers: torch.Tensor, *, stop_above: int | None = None, symmetric: b
         point = int(order[free[0, 0]])
         packed.append(point)
         centres = covers[point]
-        blocked |= covers[centres].any(0) if symmetric else covers[:, centres].any(1)
+        blocked |= any_true(covers[centres], 0) if symmetric else any_true(covers[:, centres], 1)
     return np.asarray(packed, dtype=np.int64)
 
 
