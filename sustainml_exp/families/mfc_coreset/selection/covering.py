@@ -62,8 +62,8 @@ LAGRANGIAN_ITERATIONS = 300  # per decision at effort 1
 SWAP_MOVES = 1000  # swap local search moves per start and decision at effort 1
 EFFORT_MAX = 16  # the search stops escalating beyond this multiple of the base effort
 # HiGHS's MILP settles open decisions only on covering matrices up to this many nonzeros: its work before the first
-# node alone took about 10 s per million nonzeros on 2 shared CPUs (a 6,000-image class at the radii of k = 10..50
-# has 10-20 million). Each call gets at most this share of the class's time limit.
+# node alone took about 10 s per million nonzeros on 2 shared CPUs (a 6,000-image Fashion-MNIST class has 17-27
+# million at the radii of k = 50..10). Each call gets at most this share of the class's time limit.
 HIGHS_MAX_NONZEROS = 1_000_000
 HIGHS_SHARE = 0.25
 # At the end of a fixed-k search the cover at eta is made as small as possible within this share of the time limit.

@@ -23,10 +23,11 @@ Lagrangian greedy (reduced costs, scored as Caprara, Fischetti and Toth's CFT he
 (drop centres whose points all have another), and a swap local search that looks for a cover with a given number
 of centres (one centre out, one in, with weights on the points a move leaves uncovered).
 
-Why a dense boolean matrix: at the radii the MFC search visits, 15-75 % of all pairs lie within eta on image data,
-where a CSR matrix (a 4-byte index per nonzero) is larger than one byte per pair, and the float32 distance matrix
-the covering is cut from is four times larger still. The Lagrangian touches only the rows of its multipliers'
-support and the columns it takes, so no n x n float copy is ever made.
+Why a dense boolean matrix rather than scipy.sparse: at the radii the MFC search visits, 15-75 % of all pairs lie
+within eta on image data (45-75 % on Fashion-MNIST at k = 10..50), where a CSR matrix (a 4-byte index per nonzero,
+before any data array) is larger than one byte per pair; the float32 distance matrix the covering is cut from is
+four times larger still, and numpy's boolean reductions run at memory speed. The Lagrangian's ascent works on a
+float32 copy of the rows it gives multipliers (the MFC search passes 1,000 of them), not on an n x n float copy.
 """
 
 from __future__ import annotations
