@@ -267,8 +267,8 @@ def test_table1_states_the_mcs_covering_status_and_gap_per_class(tmp_path: Path)
     table1 = (tmp_path / "table1.md").read_text()
     # The worst status of the two runs, and per class the larger of their gaps, in %.
     assert ("MCS covering: status feasible; certified gap of eta (eta - proven lower bound) / eta per class "
-            "2.0, 1.0, 3.0 % (largest over the 2 runs).") in table1
+            "2, 1, 3 % (largest over the 2 runs).") in table1
     rows = [{**row, "mcs_class_gaps": NAN} for row in rows]  # records written before the per-class gaps
     write_tables(pd.DataFrame(rows), [], tmp_path)
-    assert "status feasible; certified gap of eta (eta - proven lower bound) / eta largest class 3.0 %" in (
+    assert "status feasible; certified gap of eta (eta - proven lower bound) / eta largest class 3 %" in (
         tmp_path / "table1.md").read_text()

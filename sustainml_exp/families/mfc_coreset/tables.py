@@ -312,9 +312,9 @@ def _mcs_covering_note(runs: pd.DataFrame) -> list[str]:
                if isinstance(gaps, str) and gaps.strip()]
     largest = numeric(runs, "mcs_gap")
     if per_run and len({len(g) for g in per_run}) == 1:
-        gaps = "per class " + ", ".join(f"{100 * max(g):.1f}" for g in zip(*per_run)) + " %"
+        gaps = "per class " + ", ".join(f"{100 * max(g):.2g}" for g in zip(*per_run)) + " %"
     elif largest.size:
-        gaps = f"largest class {100 * largest.max():.1f} %"
+        gaps = f"largest class {100 * largest.max():.2g} %"
     else:
         gaps = "not recorded"
     over = f" (largest over the {len(runs)} runs)" if len(runs) > 1 else ""

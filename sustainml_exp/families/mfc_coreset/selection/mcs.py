@@ -86,7 +86,7 @@ class MCSSelector(Selector):
             "eta_mean": float(np.mean(etas)),
             "mcs_eta_lower": float(max(cover.eta_lower for cover in covers)),
             "mcs_gap": float(max(cover.gap for cover in covers)),
-            "mcs_class_gaps": " ".join(f"{cover.gap:.4f}" for cover in covers),
+            "mcs_class_gaps": " ".join(f"{cover.gap:.6g}" for cover in covers),
             "mcs_status": max((cover.status for cover in covers), key=MCS_STATUSES.index),
             "mcs_k_greedy": int(sum(cover.k_greedy for cover in covers)),
             "mcs_k_cover": int(sum(cover.k for cover in covers)),
