@@ -291,7 +291,6 @@ class LagrangianBound:
     bound: float  # the best L(u) met, evaluated in float64 at ``multipliers``
     multipliers: np.ndarray  # u where it was met
     iterations: int
-    converged: bool  # the step factor fell below its floor or the subgradient vanished (no time or count limit)
 
 
 def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: float | None = None,
@@ -313,7 +312,6 @@ def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: 
     best, best_u = -math.inf, u.clone()
     factor, stall = STEP_FACTOR, 0
     iterations = 0
-    converged = False
     for iterations in range(1, max_iterations + 1):
         reduced = 1.0 - u @ block
         taken = reduced < 0
@@ -327,13 +325,11 @@ def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: 
         if (stop_above is not None and best > stop_above) or time.perf_counter() > deadline:
             break
         if factor < STEP_FLOOR:
-            converged = True
             break
         subgradient = 1.0 - block @ taken.to(torch.float32)
         subgradient[(u <= 0) & (subgradient < 0)] = 0.0
         norm = float(subgradient @ subgradient)
         if norm == 0.0:  # u is optimal: L(u) is the LP optimum (restricted to ``rows``)
-            converged = True
             break
         step = factor * max(TARGET_FACTOR * target - value, 1e-3) / norm
         u = (u + step * subgradient).clamp_min_(0.0)
@@ -341,4 +337,4 @@ def lagrangian_bound(covers: torch.Tensor, start, *, target: float, stop_above: 
     multipliers[rows_index.cpu().numpy()] = best_u.double().cpu().numpy()
     # The float64 value at the reported multipliers (not the float32 running value): the certificate anyone can
     # recompute.
-    return LagrangianBound(lagrangian_value(covers, multipliers), multipliers, iterations, converged)
+    return LagrangianBound(lagrangian_value(covers, multipliers), multipliers, iterations)
