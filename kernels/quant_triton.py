@@ -9,8 +9,10 @@ byte-identical to the reference for the same inputs and seeds.
   keeps.
 
 Exactness rests on three rules every kernel follows: hashing in uint32 arithmetic (wrapping like the reference's
-masked int64 steps), every division through ``tl.math.div_rn`` (correctly rounded, as torch divides), and launches
-with ``enable_fp_fusion=False`` so that a multiply followed by an add is never contracted into an FMA.
+masked int64 steps), the one division per group (``B * 2^16 / rng``) through ``tl.math.div_rn`` (correctly rounded,
+as torch divides), and launches with ``enable_fp_fusion=False`` so that a multiply followed by an add is never
+contracted into an FMA. Hash keys travel as int32 (``kernel_keys``), so every keyed kernel compiles once whatever
+the seed.
 
 Quantization takes one of three paths, all producing the same layout:
 
@@ -33,13 +35,14 @@ from types import SimpleNamespace
 import torch
 
 from sustainml_kernels.quant_ref import (
+    RANGE_FLOOR,
     PackedRef,
     check_packed_layout,
     check_quant_args,
     dequant_level_table,
     hash_keys,
     split_groups,
-    vm_constants,
+    vm_pieces,
 )
 
 try:
@@ -47,6 +50,7 @@ try:
     import triton.language as tl
 
     TRITON_AVAILABLE = True
+    _RANGE_FLOOR = tl.constexpr(RANGE_FLOOR)  # jit functions read module globals only as constexpr
 except ImportError:  # the module must stay importable (and report itself unusable) without triton
     TRITON_AVAILABLE = False
 
@@ -85,6 +89,12 @@ _DROPOUT_SCALAR_ARGS = (*_HASH_KEY_ARGS, "keep_threshold")
 # --------------------------------------------------------------------------------------------- availability
 
 
+def kernel_keys(seed: int) -> tuple[int, int]:
+    """hash_keys(seed) as int32 values (two's complement): Triton types an integer argument i32 or i64 by its
+    value, so keys passed as they are would compile every keyed kernel twice (keys >= 2^31 are i64)."""
+    return tuple(k - (1 << 32) if k >= 1 << 31 else k for k in hash_keys(seed))
+
+
 def _interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -121,22 +131,18 @@ def next_pow2(n: int) -> int:
 
 
 @triton.jit
-def _fmix32(h):
-    h ^= h >> 16
-    h = h * 0x85EBCA6B
-    h ^= h >> 13
-    h = h * 0xC2B2AE35
-    h ^= h >> 16
-    return h
-
-
-@triton.jit
-def hash_at(offsets, hash_k1, hash_k2):
-    """hash_uint32 of int64 ``offsets`` for keys (k1, k2) = hash_keys(seed), as uint32."""
-    offset_lo = (offsets & 0xFFFFFFFF).to(tl.uint32)
-    offset_hi = (offsets >> 32).to(tl.uint32)
-    h = _fmix32(offset_lo ^ hash_k1.to(tl.uint32))
-    return _fmix32((h ^ offset_hi) + hash_k2.to(tl.uint32))
+def hash_at(counters, hash_k1, hash_k2):
+    """hash_uint32 of int64 ``counters`` for the int32 keys of ``kernel_keys(seed)``, as uint32 (quant_ref's
+    recipe)."""
+    x = (counters & 0xFFFFFFFF).to(tl.uint32) ^ hash_k1.to(tl.uint32, bitcast=True)
+    x ^= x >> 17
+    x = x * 0xED5AD4BB
+    x += (counters >> 32).to(tl.uint32) ^ hash_k2.to(tl.uint32, bitcast=True)
+    x ^= x >> 11
+    x = x * 0xAC4C1B51
+    x ^= x >> 15
+    x = x * 0x31848BAB
+    return x ^ (x >> 14)
 
 
 @triton.jit
@@ -181,27 +187,42 @@ def _group_bounds(x_ptr, group_start, group_len, group_valid, ROWS: tl.constexpr
         x = tl.load(x_ptr + group_start[:, None] + chunk_cols[None, :], mask=in_group, other=0.0)
         running_min = tl.minimum(running_min, tl.where(in_group, x, float("inf")))
         running_max = tl.maximum(running_max, tl.where(in_group, x, float("-inf")))
-    mn = round_to_bf16_grid(tl.min(running_min, axis=1), False)
-    rng = round_to_bf16_grid(tl.max(running_max, axis=1) - mn, True)
-    return mn, rng
+    return group_range(tl.min(running_min, axis=1), tl.max(running_max, axis=1))
 
 
 @triton.jit
-def quantize_codes(x, mn, rng, offsets, hash_k1, hash_k2, vm_a, vm_b, vm_mid_width, vm_top_width,
-                    LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr):
-    """int32 codes q = clamp(floor(h + u), 0, B) in the reference's fp32 operation order."""
+def group_range(group_min, group_max):
+    """quant_ref.group_ranges: bf16-down minimum, bf16-up (max - mn) raised to RANGE_FLOOR when positive."""
+    mn = round_to_bf16_grid(group_min, False)
+    rng = round_to_bf16_grid(group_max - mn, True)
+    return mn, tl.where(rng > 0, tl.maximum(rng, _RANGE_FLOOR), rng)
+
+
+@triton.jit
+def group_inverse(rng, LEVELS_TOP: tl.constexpr):
+    """quant_ref.group_reciprocal: B * 2^16 / rng (correctly rounded), 0 where rng == 0."""
     has_range = rng > 0
-    # A dummy divisor where rng == 0 keeps inf/nan out of the discarded lane (the result is forced to 0 anyway).
-    h = tl.math.div_rn(x - mn, tl.where(has_range, rng, 1.0)) * LEVELS_TOP
-    h = tl.where(has_range, h, 0.0)
+    # A dummy divisor where rng == 0 keeps inf out of the discarded lane.
+    return tl.where(has_range, tl.math.div_rn(LEVELS_TOP * 65536.0, tl.where(has_range, rng, 1.0)), 0.0)
+
+
+@triton.jit
+def quantize_codes(x, mn, inv, offsets, hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope,
+                   vm_top_slope, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr):
+    """int32 codes q = min((trunc(s) + base + noise) >> 16, B) in the reference's operation order."""
+    s = (x - mn) * inv
+    base = 0
     if USE_VM:
-        low_piece = tl.math.div_rn(h, vm_a)
-        mid_piece = tl.math.div_rn(h - vm_a, vm_mid_width) + 1.0
-        top_piece = tl.math.div_rn(h - vm_b, vm_top_width) + 2.0
-        h = tl.where(h < vm_a, low_piece, tl.where(h < vm_b, mid_piece, top_piece))
-    u = (hash_at(offsets, hash_k1, hash_k2) >> 8).to(tl.float32) * 5.9604644775390625e-08  # 2^-24, exact
-    q = tl.minimum(tl.maximum(tl.floor(h + u), 0.0), LEVELS_TOP)
-    return q.to(tl.int32)
+        low = s < vm_low_end
+        mid = s < vm_mid_end
+        offset = tl.where(low, 0.0, tl.where(mid, vm_low_end, vm_mid_end))
+        slope = tl.where(low, vm_low_slope, tl.where(mid, vm_mid_slope, vm_top_slope))
+        s = (s - offset) * slope
+        base = tl.where(low, 0, tl.where(mid, 65536, 131072))
+    h = hash_at(offsets >> 1, hash_k1, hash_k2)
+    noise = ((h >> ((offsets & 1) * 16).to(tl.uint32)) & 0xFFFF).to(tl.int32)
+    q = (s.to(tl.int32) + base + noise) >> 16
+    return tl.minimum(q, LEVELS_TOP)
 
 
 @triton.jit
@@ -220,7 +241,7 @@ def pack_rows(codes, ROWS: tl.constexpr, COLS: tl.constexpr, BITS: tl.constexpr)
 
 @triton.jit(do_not_specialize=_HASH_KEY_ARGS)
 def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, n_groups, group_size,
-                             hash_k1, hash_k2, vm_a, vm_b, vm_mid_width, vm_top_width,
+                             hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
                              BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
                              GROUPS_PER_PROG: tl.constexpr, BLOCK_G: tl.constexpr, NUM_CHUNKS: tl.constexpr):
     """Fused (NUM_CHUNKS == 1) or looped path: whole groups whose codes fill whole bytes."""
@@ -234,6 +255,7 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed,
     mn, rng = _group_bounds(x_ptr, group_start, group_len, group_valid, GROUPS_PER_PROG, BLOCK_G, NUM_CHUNKS)
     tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
     tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
+    inv = group_inverse(rng, LEVELS_TOP)
 
     cols = tl.arange(0, BLOCK_G)
     byte_cols = tl.arange(0, BLOCK_G * BITS // 8)
@@ -243,8 +265,8 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed,
         in_group = group_valid[:, None] & (chunk_cols[None, :] < group_len[:, None])
         offsets = group_start[:, None] + chunk_cols[None, :]
         x = tl.load(x_ptr + offsets, mask=in_group, other=0.0)
-        codes = quantize_codes(x, mn[:, None], rng[:, None], offsets, hash_k1, hash_k2, vm_a, vm_b, vm_mid_width,
-                                vm_top_width, LEVELS_TOP, USE_VM)
+        codes = quantize_codes(x, mn[:, None], inv[:, None], offsets, hash_k1, hash_k2, vm_low_end, vm_mid_end,
+                               vm_low_slope, vm_mid_slope, vm_top_slope, LEVELS_TOP, USE_VM)
         # Padding codes must be 0: they share the last byte of a short group with real codes.
         packed = pack_rows(tl.where(in_group, codes, 0), GROUPS_PER_PROG, BLOCK_G, BITS)
         chunk_byte_cols = chunk * (BLOCK_G * BITS // 8) + byte_cols
@@ -267,7 +289,7 @@ def _group_stats_kernel(x_ptr, mins_ptr, ranges_ptr, n_packed, n_groups, group_s
 
 @triton.jit(do_not_specialize=_HASH_KEY_ARGS)
 def _quantize_flat_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, group_size,
-                          hash_k1, hash_k2, vm_a, vm_b, vm_mid_width, vm_top_width,
+                          hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
                           BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr, BLOCK: tl.constexpr):
     """General path, step 2: byte-aligned blocks of the flat tensor; groups may end mid-byte."""
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -276,8 +298,8 @@ def _quantize_flat_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, gr
     mn = to_f32_exact(tl.load(mins_ptr + groups, mask=valid, other=0.0))
     rng = to_f32_exact(tl.load(ranges_ptr + groups, mask=valid, other=0.0))
     x = tl.load(x_ptr + offsets, mask=valid, other=0.0)
-    codes = quantize_codes(x, mn, rng, offsets, hash_k1, hash_k2, vm_a, vm_b, vm_mid_width, vm_top_width,
-                            LEVELS_TOP, USE_VM)
+    codes = quantize_codes(x, mn, group_inverse(rng, LEVELS_TOP), offsets, hash_k1, hash_k2, vm_low_end, vm_mid_end,
+                           vm_low_slope, vm_mid_slope, vm_top_slope, LEVELS_TOP, USE_VM)
     packed = tl.reshape(pack_rows(tl.reshape(tl.where(valid, codes, 0), (1, BLOCK)), 1, BLOCK, BITS),
                         (BLOCK * BITS // 8,))
     byte_offsets = tl.program_id(0).to(tl.int64) * (BLOCK * BITS // 8) + tl.arange(0, BLOCK * BITS // 8)
@@ -385,13 +407,9 @@ def _masked_scale_kernel(t_ptr, packed_ptr, out_ptr, n, scale, BLOCK_BYTES: tl.c
 # --------------------------------------------------------------------------------------------- quantization API
 
 
-def vm_kernel_args(vm_a: float | None) -> tuple[float, float, float, float]:
-    """(a, b, fp32(b - a), fp32(3 - b)) as _vm_to_uniform_grid uses them; placeholders when VM is off."""
-    if vm_a is None:
-        return 1.0, 2.0, 1.0, 1.0
-    a, b = vm_constants(vm_a)
-    as_f32 = torch.tensor([b - a, 3.0 - b], dtype=torch.float32).tolist()  # rounded once, as the reference does
-    return a, b, as_f32[0], as_f32[1]
+def vm_kernel_args(vm_a: float | None) -> tuple[float, ...]:
+    """quant_ref.vm_pieces(vm_a) as kernel scalars; placeholders when VM is off."""
+    return (1.0, 2.0, 1.0, 1.0, 1.0) if vm_a is None else tuple(vm_pieces(vm_a))
 
 
 def _group_tiling(group_size: int, n_groups: int) -> tuple[int, int, int]:
@@ -419,15 +437,15 @@ def quantize_pack_triton(x: torch.Tensor, bits: int, group_size: int, seed: int,
     if n_groups == 0:
         return PackedRef(payload, mins, ranges, tail)
 
-    hash_k1, hash_k2 = hash_keys(seed)
-    vm_a_f32, vm_b, vm_mid_width, vm_top_width = vm_kernel_args(vm_a)
-    levels_top = float((1 << bits) - 1)
+    hash_k1, hash_k2 = kernel_keys(seed)
+    vm_args = vm_kernel_args(vm_a)
+    levels_top = (1 << bits) - 1
     groups_per_prog, block_g, num_chunks = _group_tiling(group_size, n_groups)
     group_grid = (triton.cdiv(n_groups, groups_per_prog),)
     if group_size * bits % 8 == 0:
         _quantize_aligned_kernel[group_grid](
             flat, payload, mins, ranges, n_packed, n_groups, group_size, hash_k1, hash_k2,
-            vm_a_f32, vm_b, vm_mid_width, vm_top_width, BITS=bits, LEVELS_TOP=levels_top, USE_VM=vm_a is not None,
+            *vm_args, BITS=bits, LEVELS_TOP=levels_top, USE_VM=vm_a is not None,
             GROUPS_PER_PROG=groups_per_prog, BLOCK_G=block_g, NUM_CHUNKS=num_chunks, **_NO_FMA)
     else:
         _group_stats_kernel[group_grid](flat, mins, ranges, n_packed, n_groups, group_size,
@@ -435,7 +453,7 @@ def quantize_pack_triton(x: torch.Tensor, bits: int, group_size: int, seed: int,
                                         **_NO_FMA)
         _quantize_flat_kernel[(triton.cdiv(n_packed, _FLAT_BLOCK),)](
             flat, payload, mins, ranges, n_packed, group_size, hash_k1, hash_k2,
-            vm_a_f32, vm_b, vm_mid_width, vm_top_width, BITS=bits, LEVELS_TOP=levels_top, USE_VM=vm_a is not None,
+            *vm_args, BITS=bits, LEVELS_TOP=levels_top, USE_VM=vm_a is not None,
             BLOCK=_FLAT_BLOCK, **_NO_FMA)
     return PackedRef(payload, mins, ranges, tail)
 
@@ -515,7 +533,7 @@ def relu_pack_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _dropout_args(p: float, seed: int) -> tuple[int, int, int, float]:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must lie in [0, 1], got {p}")
-    hash_k1, hash_k2 = hash_keys(seed)
+    hash_k1, hash_k2 = kernel_keys(seed)
     keep_threshold = math.ceil(p * 2**24)  # the integer form of u >= p used by dropout_mask_ref
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     return hash_k1, hash_k2, keep_threshold, scale

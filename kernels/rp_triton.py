@@ -5,15 +5,16 @@
   x, projects them and quantizes and packs the projected values, so neither the N x r projection nor the D x r
   matrix is ever written to global memory.
 
-The projection signs are regenerated from the counter-based hash (entry (d, j) is negative iff bit 31 of
-``hash_uint32(seed, d * r + j)`` is set). Every output is accumulated sequentially over d with one fp32 add per
-step and scaled by one fp32 multiply, as the reference specifies; quantization reuses the device helpers of
-``quant_triton`` (bf16 directed rounding on the bit pattern, ``div_rn`` divisions, hash noise of the flat offset in
-the projected tensor). Launches pass ``enable_fp_fusion=False`` so no multiply-add is contracted into an FMA.
+The projection signs are regenerated from the counter-based hash (entry (d, j) is negative iff bit (j & 31) of
+``hash_uint32(seed, d * ceil(r / 32) + (j >> 5))`` is set). Every output is accumulated sequentially over d with one
+fp32 add per step and scaled by one fp32 multiply, as the reference specifies; quantization reuses the device
+helpers of ``quant_triton`` (bf16 directed rounding on the bit pattern, the per-group reciprocal, paired 16-bit
+rounding noise of the flat offset in the projected tensor). Launches pass ``enable_fp_fusion=False`` so no
+multiply-add is contracted into an FMA.
 
 The fused kernel works on tiles of whole groups of the flat N x r tensor, so it needs byte-aligned groups
 (``group_size * bits % 8 == 0``) of at most ``quant_triton.MAX_GROUP_TILE`` values and r <= 64 (the signs of one
-input column fit one 64-bit word). Other shapes project with ``project_rademacher_triton`` and quantize with
+input column are at most two hash words). Other shapes project with ``project_rademacher_triton`` and quantize with
 ``quantize_pack_triton`` (the projection then does exist in global memory, once).
 
 On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``import triton``).
@@ -25,17 +26,25 @@ import math
 
 import torch
 
-from sustainml_kernels.quant_ref import PackedRef, check_quant_args, hash_keys, round_to_f32, split_groups
+from sustainml_kernels.quant_ref import (
+    PackedRef,
+    check_quant_args,
+    round_to_f32,
+    sign_words_per_row,
+    split_groups,
+)
 from sustainml_kernels.quant_triton import (
     MAX_GROUP_TILE,
     TRITON_AVAILABLE,
     bf16_exact,
+    group_inverse,
+    group_range,
     hash_at,
+    kernel_keys,
     next_pow2,
     pack_rows,
     quantize_codes,
     quantize_pack_triton,
-    round_to_bf16_grid,
     tl,
     to_f32_exact,
     triton,
@@ -51,7 +60,7 @@ __all__ = [
     "project_rademacher_triton",
 ]
 
-MAX_FUSED_R = 64  # the signs of one input column for all r outputs are packed into one 64-bit word
+MAX_FUSED_R = 64  # the signs of one input column for all r outputs come from at most two hash words
 _TILE_ELEMS = 2048  # projected values per program: each costs D adds, so tiles are smaller than quant_triton's
 _PROJECT_BLOCK = 1024  # projected values per program of the projection-only kernel
 _NO_FMA = {"enable_fp_fusion": False}  # the reference adds and multiplies with separate roundings
@@ -64,26 +73,33 @@ _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
-def _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD: tl.constexpr,
-                    SIGN_WORD: tl.constexpr):
+def _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, SIGN_WORDS: tl.constexpr):
     """Unscaled projections at flat ``offsets`` of the N x R output, summed as project_rademacher_ref sums them:
-    over d in order, acc = acc + (+-x[n, d]) (exact sign flip, one fp32 add). The caller multiplies by the scale."""
+    over d in order, acc = acc + (+-x[n, d]) (exact sign flip, one fp32 add). The caller multiplies by the scale.
+
+    SIGN_WORDS (1 or 2, R <= 64) hashes the sign words of input column d once for the whole tile; 0 hashes one
+    word per value (any R)."""
     rows = offsets // R
     cols = (offsets - rows * R).to(tl.int32)  # < R <= 2^31; int32 halves the registers of the per-value indices
     row_ptrs = x_ptr + rows * stride_n
-    sign_cols = tl.arange(0, R_PAD)
+    bit = (cols & 31).to(tl.uint32)
+    words_per_row = (R + 31) // 32
     acc = tl.zeros(offsets.shape, dtype=tl.float32)  # +0.0: acc can never become -0.0, so +-0 inputs agree
-    for d in range(0, D):
-        x = to_f32_exact(tl.load(row_ptrs + d * stride_d, mask=valid, other=0.0))
-        if SIGN_WORD:
-            # R hashes per column d for the whole tile, folded into one word (distinct bits: sum == or).
-            sign_hash = hash_at(d * R + sign_cols.to(tl.int64), proj_k1, proj_k2)
-            negative_bits = ((sign_hash >> 31).to(tl.int64) & (sign_cols < R).to(tl.int64)) << sign_cols
-            word = tl.sum(negative_bits, axis=0)
-            negative = ((word >> cols) & 1) != 0
+    # Running 64-bit pointer and hash counter: d * stride_d or d * words_per_row in int32 could wrap.
+    column_ptrs = row_ptrs
+    word_base = tl.full([], 0, tl.int64)
+    for _ in range(0, D):
+        x = to_f32_exact(tl.load(column_ptrs, mask=valid, other=0.0))
+        if SIGN_WORDS == 0:
+            word = hash_at(word_base + (cols >> 5), proj_k1, proj_k2)
         else:
-            negative = (hash_at(d * R + cols.to(tl.int64), proj_k1, proj_k2) >> 31) != 0  # R > 64: one per value
+            word = hash_at(word_base, proj_k1, proj_k2)
+            if SIGN_WORDS == 2:
+                word = tl.where(cols >= 32, hash_at(word_base + 1, proj_k1, proj_k2), word)
+        negative = ((word >> bit) & 1) != 0
         acc = acc + tl.where(negative, -x, x)
+        column_ptrs += stride_d
+        word_base += words_per_row
     return acc
 
 
@@ -92,19 +108,19 @@ def _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, pr
 
 @triton.jit(do_not_specialize=_KEY_ARGS)
 def _project_kernel(x_ptr, out_ptr, n_out, stride_n, stride_d, D, R, scale, proj_k1, proj_k2,
-                    R_PAD: tl.constexpr, SIGN_WORD: tl.constexpr, BLOCK: tl.constexpr):
+                    SIGN_WORDS: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = offsets < n_out
-    acc = _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD, SIGN_WORD)
+    acc = _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, SIGN_WORDS)
     tl.store(out_ptr + offsets, acc * scale, mask=valid)
 
 
 @triton.jit(do_not_specialize=_KEY_ARGS)
 def _project_quantize_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, n_groups, group_size,
                              stride_n, stride_d, D, R, scale, proj_k1, proj_k2, hash_k1, hash_k2,
-                             vm_a, vm_b, vm_mid_width, vm_top_width,
+                             vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
                              BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
-                             R_PAD: tl.constexpr, GROUPS_PER_PROG: tl.constexpr, BLOCK_G: tl.constexpr):
+                             SIGN_WORDS: tl.constexpr, GROUPS_PER_PROG: tl.constexpr, BLOCK_G: tl.constexpr):
     """Whole byte-aligned groups of the flat projected tensor as a [groups, BLOCK_G] tile held in registers:
     project, group min/range, codes, bytes (the layout of quant_triton's fused path)."""
     groups = tl.program_id(0).to(tl.int64) * GROUPS_PER_PROG + tl.arange(0, GROUPS_PER_PROG)
@@ -115,16 +131,16 @@ def _project_quantize_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed,
     in_group = group_valid[:, None] & (cols[None, :] < group_len[:, None])
     offsets = group_start[:, None] + cols[None, :]
 
-    y = _project_values(x_ptr, offsets, in_group, stride_n, stride_d, D, R, proj_k1, proj_k2, R_PAD, True)
+    y = _project_values(x_ptr, offsets, in_group, stride_n, stride_d, D, R, proj_k1, proj_k2, SIGN_WORDS)
     y = y * scale
 
-    mn = round_to_bf16_grid(tl.min(tl.where(in_group, y, float("inf")), axis=1), False)
-    rng = round_to_bf16_grid(tl.max(tl.where(in_group, y, float("-inf")), axis=1) - mn, True)
+    mn, rng = group_range(tl.min(tl.where(in_group, y, float("inf")), axis=1),
+                          tl.max(tl.where(in_group, y, float("-inf")), axis=1))
     tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
     tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
 
-    codes = quantize_codes(y, mn[:, None], rng[:, None], offsets, hash_k1, hash_k2, vm_a, vm_b, vm_mid_width,
-                            vm_top_width, LEVELS_TOP, USE_VM)
+    codes = quantize_codes(y, mn[:, None], group_inverse(rng, LEVELS_TOP)[:, None], offsets, hash_k1, hash_k2,
+                           vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope, LEVELS_TOP, USE_VM)
     # Padding codes must be 0: they share the last byte of a short group with real codes.
     packed = pack_rows(tl.where(in_group, codes, 0), GROUPS_PER_PROG, BLOCK_G, BITS)
     byte_cols = tl.arange(0, BLOCK_G * BITS // 8)
@@ -152,22 +168,23 @@ def _check_input(x2d: torch.Tensor, r: int) -> None:
 
 
 def _projection_args(x2d: torch.Tensor, seed: int, r: int) -> tuple:
-    """(x, stride_n, stride_d, D, R, scale, proj_k1, proj_k2, R_PAD)."""
+    """(x, stride_n, stride_d, D, R, scale, proj_k1, proj_k2, SIGN_WORDS)."""
     x = x2d.detach()
-    k1, k2 = hash_keys(seed)
-    # scale as project_rademacher_ref rounds it; R_PAD >= 2 keeps the sign-word reduction a real vector.
-    return (x, x.stride(0), x.stride(1), x.shape[1], r, round_to_f32(1.0 / math.sqrt(r)), k1, k2, max(2, next_pow2(r)))
+    k1, k2 = kernel_keys(seed)
+    # scale as project_rademacher_ref rounds it
+    sign_words = sign_words_per_row(r) if r <= MAX_FUSED_R else 0
+    return (x, x.stride(0), x.stride(1), x.shape[1], r, round_to_f32(1.0 / math.sqrt(r)), k1, k2, sign_words)
 
 
 def project_rademacher_triton(x2d: torch.Tensor, seed: int, r: int) -> torch.Tensor:
     """Triton twin of ``project_rademacher_ref``: the (N, r) fp32 projection, bit for bit (no D x r matrix)."""
     _check_input(x2d, r)
-    x, stride_n, stride_d, d, r, scale, k1, k2, r_pad = _projection_args(x2d, seed, r)
+    x, stride_n, stride_d, d, r, scale, k1, k2, sign_words = _projection_args(x2d, seed, r)
     out = torch.empty(x.shape[0], r, dtype=torch.float32, device=x.device)
     if out.numel():
         _project_kernel[(triton.cdiv(out.numel(), _PROJECT_BLOCK),)](
             x, out, out.numel(), stride_n, stride_d, d, r, scale, k1, k2,
-            R_PAD=r_pad, SIGN_WORD=r <= MAX_FUSED_R, BLOCK=_PROJECT_BLOCK, **_NO_FMA)
+            SIGN_WORDS=sign_words, BLOCK=_PROJECT_BLOCK, **_NO_FMA)
     return out
 
 
@@ -185,7 +202,7 @@ def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits
         return quantize_pack_triton(project_rademacher_triton(x2d, proj_seed, r), bits, group_size, seed, vm_a,
                                     fp32_tail)
 
-    x, stride_n, stride_d, d, r, scale, proj_k1, proj_k2, r_pad = _projection_args(x2d, proj_seed, r)
+    x, stride_n, stride_d, d, r, scale, proj_k1, proj_k2, sign_words = _projection_args(x2d, proj_seed, r)
     n_rows = x.shape[0]
     n_full, short, tail_len = split_groups(n_rows * r, group_size, fp32_tail)
     n_packed = n_full * group_size + short
@@ -202,14 +219,13 @@ def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits
     if n_groups == 0:
         return PackedRef(payload, mins, ranges, tail)
 
-    hash_k1, hash_k2 = hash_keys(seed)
-    vm_a_f32, vm_b, vm_mid_width, vm_top_width = vm_kernel_args(vm_a)
+    hash_k1, hash_k2 = kernel_keys(seed)
     block_g = max(8, next_pow2(group_size))  # at least one byte of 1-bit codes per group
     groups_per_prog = min(max(1, _TILE_ELEMS // block_g), next_pow2(n_groups))
     _project_quantize_kernel[(triton.cdiv(n_groups, groups_per_prog),)](
         x, payload, mins, ranges, n_packed, n_groups, group_size, stride_n, stride_d, d, r, scale,
-        proj_k1, proj_k2, hash_k1, hash_k2, vm_a_f32, vm_b, vm_mid_width, vm_top_width,
-        BITS=bits, LEVELS_TOP=float((1 << bits) - 1), USE_VM=vm_a is not None, R_PAD=r_pad,
+        proj_k1, proj_k2, hash_k1, hash_k2, *vm_kernel_args(vm_a),
+        BITS=bits, LEVELS_TOP=(1 << bits) - 1, USE_VM=vm_a is not None, SIGN_WORDS=sign_words,
         GROUPS_PER_PROG=groups_per_prog, BLOCK_G=block_g, num_warps=8 if groups_per_prog * block_g >= 4096 else 4,
         **_NO_FMA)
     return PackedRef(payload, mins, ranges, tail)

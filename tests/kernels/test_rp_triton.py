@@ -77,9 +77,11 @@ def test_rademacher_entries_are_scaled_signs(d, r):
     assert m.shape == (d, r) and m.dtype == torch.float32
     magnitude = torch.tensor(1.0 / math.sqrt(r), dtype=torch.float32)
     assert torch.equal(m.abs(), magnitude.expand(d, r))
-    # entry (i, j) is negative iff bit 31 of hash_uint32(seed, i * r + j) is set
-    negative = (hash_uint32(PROJ_SEED, torch.arange(d * r)) >> 31).view(d, r) == 1
-    assert torch.equal(m < 0, negative)
+    # entry (i, j) is negative iff bit (j & 31) of hash_uint32(seed, i * ceil(r / 32) + (j >> 5)) is set
+    words = -(-r // 32)
+    h = hash_uint32(PROJ_SEED, torch.arange(d * words))
+    negative = [[(int(h[i * words + (j >> 5)]) >> (j & 31)) & 1 == 1 for j in range(r)] for i in range(d)]
+    assert torch.equal(m < 0, torch.tensor(negative))
 
 
 def test_rademacher_dtype_and_device_arguments():
@@ -239,7 +241,7 @@ def test_project_empty_rows():
 
 
 def test_fused_limits():
-    assert MAX_FUSED_R == 64  # the signs of one input column fit one 64-bit word
+    assert MAX_FUSED_R == 64  # the signs of one input column come from at most two hash words
     assert MAX_GROUP_TILE == 4096
 
 
