@@ -40,11 +40,11 @@ from sustainml_kernels.quant_triton import (
     group_inverse,
     group_range,
     hash_at,
+    inverse_table,
     kernel_keys,
     next_pow2,
-    pack_rows,
-    quantize_codes,
     quantize_pack_triton,
+    quantize_rows,
     tl,
     to_f32_exact,
     triton,
@@ -116,38 +116,31 @@ def _project_kernel(x_ptr, out_ptr, n_out, stride_n, stride_d, D, R, scale, proj
 
 
 @triton.jit(do_not_specialize=_KEY_ARGS)
-def _project_quantize_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, n_packed, n_groups, group_size,
+def _project_quantize_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_table_ptr, n_packed, n_groups,
+                             group_size,
                              stride_n, stride_d, D, R, scale, proj_k1, proj_k2, hash_k1, hash_k2,
                              vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
                              BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
-                             SIGN_WORDS: tl.constexpr, GROUPS_PER_PROG: tl.constexpr, BLOCK_G: tl.constexpr):
-    """Whole byte-aligned groups of the flat projected tensor as a [groups, BLOCK_G] tile held in registers:
-    project, group min/range, codes, bytes (the layout of quant_triton's fused path)."""
-    groups = tl.program_id(0).to(tl.int64) * GROUPS_PER_PROG + tl.arange(0, GROUPS_PER_PROG)
+                             SIGN_WORDS: tl.constexpr, ROWS: tl.constexpr, HALF: tl.constexpr):
+    """Whole byte-aligned groups of even length of the flat projected tensor as a [ROWS, HALF, 2] tile held in
+    registers (the layout of quant_triton's fused path): project, group min/range, codes, bytes."""
+    groups = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     group_valid = groups < n_groups
     group_start = groups * group_size
     group_len = tl.minimum(n_packed - group_start, group_size)  # the short last group has its own length
-    cols = tl.arange(0, BLOCK_G)
-    in_group = group_valid[:, None] & (cols[None, :] < group_len[:, None])
-    offsets = group_start[:, None] + cols[None, :]
+    cols = 2 * tl.arange(0, HALF)[None, :, None] + tl.arange(0, 2)[None, None, :]
+    valid = group_valid[:, None, None] & (cols < group_len[:, None, None])
+    offsets = group_start[:, None, None] + cols
 
-    y = _project_values(x_ptr, offsets, in_group, stride_n, stride_d, D, R, proj_k1, proj_k2, SIGN_WORDS)
-    y = y * scale
-
-    mn, rng = group_range(tl.min(tl.where(in_group, y, float("inf")), axis=1),
-                          tl.max(tl.where(in_group, y, float("-inf")), axis=1))
+    y = _project_values(x_ptr, offsets, valid, stride_n, stride_d, D, R, proj_k1, proj_k2, SIGN_WORDS) * scale
+    y_or_nan = tl.where(valid, y, float("nan"))  # min / max skip NaN
+    mn, rng = group_range(tl.min(tl.min(y_or_nan, axis=2), axis=1), tl.max(tl.max(y_or_nan, axis=2), axis=1))
     tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
     tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
-
-    codes = quantize_codes(y, mn[:, None], group_inverse(rng, LEVELS_TOP)[:, None], offsets, hash_k1, hash_k2,
-                           vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope, LEVELS_TOP, USE_VM)
-    # Padding codes must be 0: they share the last byte of a short group with real codes.
-    packed = pack_rows(tl.where(in_group, codes, 0), GROUPS_PER_PROG, BLOCK_G, BITS)
-    byte_cols = tl.arange(0, BLOCK_G * BITS // 8)
-    group_bytes = (group_len * BITS + 7) // 8
-    byte_mask = group_valid[:, None] & (byte_cols[None, :] < group_bytes[:, None])
-    # group_start * BITS is a multiple of 8 because group_size * BITS is.
-    tl.store(payload_ptr + (group_start * BITS // 8)[:, None] + byte_cols[None, :], packed, mask=byte_mask)
+    inv = group_inverse(rng, inverse_table_ptr)
+    quantize_rows(y, valid, payload_ptr, group_start, (group_len * BITS + 7) // 8, group_valid, mn, inv, 0,
+                  hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
+                  BITS, LEVELS_TOP, USE_VM, ROWS, HALF, True)
 
 
 # --------------------------------------------------------------------------------------------- host API
@@ -190,7 +183,7 @@ def project_rademacher_triton(x2d: torch.Tensor, seed: int, r: int) -> torch.Ten
 
 def fused_supported(r: int, bits: int, group_size: int) -> bool:
     """Whether ``project_quantize_pack_triton`` runs as one fused kernel for these arguments."""
-    return r <= MAX_FUSED_R and group_size * bits % 8 == 0 and group_size <= MAX_GROUP_TILE
+    return r <= MAX_FUSED_R and group_size * bits % 8 == 0 and group_size % 2 == 0 and group_size <= MAX_GROUP_TILE
 
 
 def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits: int, group_size: int, seed: int,
@@ -223,9 +216,10 @@ def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits
     block_g = max(8, next_pow2(group_size))  # at least one byte of 1-bit codes per group
     groups_per_prog = min(max(1, _TILE_ELEMS // block_g), next_pow2(n_groups))
     _project_quantize_kernel[(triton.cdiv(n_groups, groups_per_prog),)](
-        x, payload, mins, ranges, n_packed, n_groups, group_size, stride_n, stride_d, d, r, scale,
+        x, payload, mins, ranges, inverse_table(bits, x.device), n_packed, n_groups, group_size, stride_n, stride_d,
+        d, r, scale,
         proj_k1, proj_k2, hash_k1, hash_k2, *vm_kernel_args(vm_a),
         BITS=bits, LEVELS_TOP=(1 << bits) - 1, USE_VM=vm_a is not None, SIGN_WORDS=sign_words,
-        GROUPS_PER_PROG=groups_per_prog, BLOCK_G=block_g, num_warps=8 if groups_per_prog * block_g >= 4096 else 4,
+        ROWS=groups_per_prog, HALF=block_g // 2, num_warps=8 if groups_per_prog * block_g >= 4096 else 4,
         **_NO_FMA)
     return PackedRef(payload, mins, ranges, tail)

@@ -250,7 +250,8 @@ def test_fused_limits():
     (MAX_FUSED_R + 1, 2, 64, False),  # r past one sign word
     (1, 2, 4, True),
     (16, 2, 3, False),  # 6 bits per group: not byte-aligned
-    (16, 8, 3, True),  # 24 bits: byte-aligned although the group size is odd
+    (16, 8, 3, False),  # 24 bits: byte-aligned, but odd: noise pairs would straddle groups
+    (16, 8, 4, True),
     (16, 4, 2, True),
     (16, 4, 3, False),
     (16, 1, 8, True),
@@ -263,7 +264,8 @@ def test_fused_limits():
 ])
 def test_fused_supported_rule(r, bits, group_size, expected):
     assert fused_supported(r, bits, group_size) is expected
-    assert expected == (r <= MAX_FUSED_R and group_size * bits % 8 == 0 and group_size <= MAX_GROUP_TILE)
+    assert expected == (r <= MAX_FUSED_R and group_size * bits % 8 == 0 and group_size % 2 == 0
+                        and group_size <= MAX_GROUP_TILE)
 
 
 # --------------------------------------------------------------------------------------------- fused quantization
@@ -276,7 +278,8 @@ QUANT_CASES = [  # (N, D, r, bits, group_size, vm, fp32_tail)
     pytest.param(37, 100, 16, 2, 64, False, False, id="fused-b2-g64-ragged"),
     pytest.param(37, 100, 16, 2, 64, False, True, id="fused-b2-g64-tail"),
     pytest.param(37, 7, 1, 8, 24, False, False, id="fused-r1-b8-g24"),
-    pytest.param(9, 3, 63, 8, 3, False, False, id="fused-r63-b8-g3"),
+    pytest.param(9, 3, 63, 8, 4, False, False, id="fused-r63-b8-g4"),
+    pytest.param(9, 3, 63, 8, 3, False, False, id="split-r63-b8-g3-odd"),
     pytest.param(7, 24, 16, 2, 20, True, False, id="fused-vm-g20-ragged"),
     pytest.param(7, 24, 16, 2, 20, True, True, id="fused-vm-g20-tail"),
     pytest.param(3, 24, 64, 1, 24, False, False, id="fused-r64-b1-g24"),
