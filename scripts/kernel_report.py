@@ -18,7 +18,8 @@ Per launched kernel it prints:
 * SASS: static instruction count (NOPs excluded);
 * instr/elem: SASS instructions executed per element of the op, estimated from the static code: every instruction
   once per thread, loop bodies times their trip count, times threads per program, times programs, divided by the
-  elements the op processes (for the projection: per projected output value);
+  elements the op processes (for the projection: per projected output value; the fast path's cuBLAS matmul, where
+  it takes one, is not a Triton kernel and not counted);
 * bytes/elem: bytes the op must move per element (one read of its input, one write of its output and metadata);
 * ceiling: the instruction-issue bound as a fraction of the H100 copy roof, min(1, issue rate / instr/elem *
   bytes/elem / copy bandwidth), with the constants below. Integer and logic instructions issue to pipes of half
@@ -39,12 +40,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU: must happen before triton is imported
-
-import torch  # noqa: E402
+import torch
 
 # H100 SXM5 (NVIDIA H100 Tensor Core GPU datasheet; Hopper architecture whitepaper).
 H100_SMS = 132  # streaming multiprocessors
@@ -282,9 +282,11 @@ def scenarios(subset: bool) -> Iterator[Scenario]:
         for g_r in (1, BLOCK_ROWS):
             group = g_r * kept
             label = f"{name} {rows}x{in_dim} -> {kept} G={group} INT2"
-            yield Scenario("project_quantize_pack", label, None, rows * kept,
-                           4 * in_dim / kept + _packed_bytes(2, group),
-                           lambda x=x_in, a=(kept, PROJ_SEED, 2, group, SEED): rp.project_quantize_pack_triton(x, *a))
+            for exact in (True, False):
+                yield Scenario("project_quantize_pack" + ("" if exact else " (fast)"), label, None, rows * kept,
+                               4 * in_dim / kept + _packed_bytes(2, group),
+                               lambda x=x_in, a=(kept, PROJ_SEED, 2, group, SEED), e=exact:
+                               rp.project_quantize_pack_triton(x, *a, exact=e))
         if subset:
             return
         for dtype in (torch.float16, torch.bfloat16):
@@ -311,10 +313,26 @@ def scenarios(subset: bool) -> Iterator[Scenario]:
 # --------------------------------------------------------------------------------------------- report
 
 
+def _compile(arch: int, module: str, kernel: str, specialization: str) -> tuple[int, int, SassStats, int, str]:
+    """(registers, local bytes, SASS statistics, warps, SASS text) of one configuration compiled for ``arch``: the
+    compile request Triton's launch path recorded, replayed through JITFunction.preload (in a worker process)."""
+    import importlib
+
+    from triton.runtime import driver
+
+    driver.set_active(_CompileOnlyDriver(arch))
+    kernel_fn = getattr(importlib.import_module(module), kernel)
+    compiled = kernel_fn.preload(specialization)
+    regs, local, sass_text = resource_usage(compiled.asm["cubin"])
+    return regs, local, analyse_sass(sass_text), compiled.metadata.num_warps, sass_text
+
+
 def _trips(launch: Launch) -> int:
     """Iterations of a kernel's loop, for kernels whose SASS keeps one (the projection loops over D, the looped
     quantize path over the column chunks of a group)."""
     args = launch.args
+    if "BLOCK_K" in args:  # the tl.dot projection steps over D in BLOCK_K columns
+        return -(-int(args["D"]) // int(args["BLOCK_K"]))
     if "D" in args:
         return int(args["D"])
     for name in ("n_chunks", "NUM_CHUNKS"):  # the row-tile kernels' chunks per group (NUM_CHUNKS before issue 14)
@@ -352,18 +370,18 @@ def compile_all(arch: int, subset: bool, sass_dir: Path | None = None, only: str
             case.launches = capture.launches[start:]
             if not case.launches:
                 raise RuntimeError(f"{case.op} {case.label} launched no kernel")
-    compiled: dict[str, tuple[int, int, SassStats, int]] = {}
+    unique = {launch.specialization: launch for case in cases for launch in case.launches}
+    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
+        results = pool.map(_compile, [arch] * len(unique), [launch.fn.module for launch in unique.values()],
+                           [launch.kernel for launch in unique.values()], list(unique))
+        compiled = dict(zip(unique, results))
+    if sass_dir is not None:
+        for number, (launch, (_, _, _, _, sass_text)) in enumerate(zip(unique.values(), compiled.values())):
+            (sass_dir / f"{ARCHS[arch]}_{number:03d}_{launch.kernel}.sass").write_text(sass_text)
     rows = []
     for case in cases:
         for launch in case.launches:
-            if launch.specialization not in compiled:
-                kernel = launch.fn.preload(launch.specialization)
-                regs, local, sass_text = resource_usage(kernel.asm["cubin"])
-                if sass_dir is not None:
-                    name = f"{ARCHS[arch]}_{len(compiled):03d}_{launch.kernel}.sass"
-                    (sass_dir / name).write_text(f"// {case.op} {case.label}\n{sass_text}")
-                compiled[launch.specialization] = (regs, local, analyse_sass(sass_text), kernel.metadata.num_warps)
-            regs, local, stats, num_warps = compiled[launch.specialization]
+            regs, local, stats, num_warps, _ = compiled[launch.specialization]
             trips = _trips(launch) if stats.loop_bodies else 1
             per_element = stats.per_thread(trips) * 32 * num_warps * launch.programs / case.elements
             rows.append(Row(arch, launch.kernel, case, regs, stats.spill_instructions, local, stats.instructions,
@@ -411,6 +429,7 @@ def target_failures(rows: list[Row]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU (triton is imported only after this)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="90,80",
                         help=f"comma-separated compute capabilities ({', '.join(map(str, ARCHS))})")
