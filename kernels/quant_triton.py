@@ -185,10 +185,12 @@ def bf16_exact(v):
 
 @triton.jit
 def group_range(group_min, group_max):
-    """quant_ref.group_ranges: bf16-down minimum, bf16-up (max - mn) raised to RANGE_FLOOR when positive."""
+    """quant_ref.group_ranges: bf16-down minimum, bf16-up (max - mn) raised to RANGE_FLOOR when positive, zeros
+    as +0.0."""
     mn = round_to_bf16_grid(group_min, False)
+    mn = tl.where(mn == 0, 0.0, mn)  # +0.0 whichever zero the reduction returned
     rng = round_to_bf16_grid(group_max - mn, True)
-    return mn, tl.where(rng > 0, tl.maximum(rng, _RANGE_FLOOR), rng)
+    return mn, tl.where(rng > 0, tl.maximum(rng, _RANGE_FLOOR), 0.0)
 
 
 @triton.jit
