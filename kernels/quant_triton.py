@@ -80,6 +80,7 @@ __all__ = [
 MAX_GROUP_TILE = 4096  # widest group held in registers at once; wider groups are walked in chunks of this size
 _TILE_ELEMS = 1024  # values per program in the fused path (several small groups share one program)
 _VALUES_PER_THREAD = 32  # register tiles hold this many values per thread (one warp per 1024 values)
+_STATS_ROWS, _STATS_UNROLL = 128, 8  # general path step 1: one group per thread, loads unrolled by 8
 _MIN_EXACT_CHUNK = 32  # smaller power-of-two chunks of a group cost more per value than padding does
 _FLAT_BLOCK = 4096  # values per program of the general path's flat kernel: a multiple of 8 (whole bytes, pairs)
 _DEQUANT_VALUES = 4096  # values per program of the dequantize kernel
@@ -357,22 +358,22 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_t
 
 @triton.jit
 def _group_stats_kernel(x_ptr, mins_ptr, ranges_ptr, stats_ptr, inverse_table_ptr, n_packed, n_groups, group_size,
-                        ROWS: tl.constexpr, BLOCK_G: tl.constexpr, NUM_CHUNKS: tl.constexpr):
-    """General path, step 1: mins and ranges of every group (any length), and (mn, inv) in fp32 for step 2."""
+                        ROWS: tl.constexpr, UNROLL: tl.constexpr):
+    """General path, step 1: mins and ranges of every group (any length), and (mn, inv) in fp32 for step 2. One
+    group per thread, walked value by value: groups that end mid-byte have no aligned vector loads anyway, and a
+    thread owning its group does the per-group work once instead of once per thread sharing the group."""
     groups = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     group_valid = groups < n_groups
-    group_start = groups * group_size
-    group_len = tl.minimum(n_packed - group_start, group_size)
-    cols = tl.arange(0, BLOCK_G)
+    group_ptrs = x_ptr + groups * group_size
+    group_len = tl.where(group_valid, tl.minimum(n_packed - groups * group_size, group_size), 0).to(tl.int32)
     lo = tl.full([ROWS], float("inf"), tl.float32)
     hi = tl.full([ROWS], float("-inf"), tl.float32)
-    for chunk in range(NUM_CHUNKS):
-        chunk_cols = chunk * BLOCK_G + cols
-        valid = group_valid[:, None] & (chunk_cols[None, :] < group_len[:, None])
-        x = to_f32_exact(tl.load(x_ptr + group_start[:, None] + chunk_cols[None, :], mask=valid,
-                                 other=float("nan")))
-        lo = tl.minimum(lo, tl.min(x, axis=1))
-        hi = tl.maximum(hi, tl.max(x, axis=1))
+    for first in range(0, group_size, UNROLL):
+        for step in tl.static_range(UNROLL):
+            col = first + step
+            x = to_f32_exact(tl.load(group_ptrs + col, mask=col < group_len, other=float("nan")))
+            lo = tl.minimum(lo, x)
+            hi = tl.maximum(hi, x)
     mn, rng = group_range(lo, hi)
     tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
     tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
@@ -381,11 +382,11 @@ def _group_stats_kernel(x_ptr, mins_ptr, ranges_ptr, stats_ptr, inverse_table_pt
 
 
 @triton.jit
-def _program_start(group_size, group_rcp_bits, BLOCK: tl.constexpr):
-    """(first value, its group, its offset in that group) of this program's BLOCK values, without a 64-bit
-    division: an fp64 multiply by 1 / group_size (its bits in ``group_rcp_bits``) and one correction step, exact
-    while the quotient stays below 2^51 (any tensor a GPU holds)."""
-    start = tl.program_id(0).to(tl.int64) * BLOCK
+def _program_start(program_base, group_size, group_rcp_bits, BLOCK: tl.constexpr):
+    """(first value, its group, its offset in that group) of this program's BLOCK values (program program_base +
+    program id), without a 64-bit division: an fp64 multiply by 1 / group_size (its bits in ``group_rcp_bits``) and
+    one correction step, exact while the quotient stays below 2^51 (any tensor a GPU holds)."""
+    start = (program_base + tl.program_id(0)).to(tl.int64) * BLOCK
     first_group = (start.to(tl.float64) * group_rcp_bits.to(tl.float64, bitcast=True)).to(tl.int64)
     phase = start - first_group * group_size
     first_group = tl.where(phase < 0, first_group - 1, tl.where(phase >= group_size, first_group + 1, first_group))
@@ -393,29 +394,38 @@ def _program_start(group_size, group_rcp_bits, BLOCK: tl.constexpr):
     return start, first_group, phase.to(tl.int32)
 
 
-@triton.jit(do_not_specialize=(*_HASH_KEY_ARGS, *_GROUP_INDEX_ARGS))
+@triton.jit(do_not_specialize=(*_HASH_KEY_ARGS, *_GROUP_INDEX_ARGS, "program_base"))
 def _quantize_flat_kernel(x_ptr, payload_ptr, stats_ptr, n_packed, n_bytes, group_size, group_magic, group_rcp_bits,
-                          hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
-                          BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
-                          GROUP_INDEX: tl.constexpr, HALF: tl.constexpr):
+                          program_base, hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope,
+                          vm_top_slope, BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
+                          GROUP_INDEX: tl.constexpr, HALF: tl.constexpr, MASKED: tl.constexpr):
     """General path, step 2: 2 * HALF consecutive values per program (a multiple of 8: every program starts on a
     byte and a noise pair) as a [HALF, 2] tile; groups may end anywhere, so each value fetches (mn, inv) of its
     group from step 2's scratch."""
-    start, first_group, phase = _program_start(group_size, group_rcp_bits, 2 * HALF)
-    local = 2 * tl.arange(0, HALF)[:, None] + tl.arange(0, 2)[None, :]
-    offsets = start + local
-    valid = offsets < n_packed
-    x = to_f32_exact(tl.load(x_ptr + offsets, mask=valid, other=0.0))
-    stat_ptrs = stats_ptr + 2 * (first_group + group_of(local, phase, group_size, group_magic, GROUP_INDEX))
-    mn = tl.load(stat_ptrs, mask=valid, other=0.0)
-    inv = tl.load(stat_ptrs + 1, mask=valid, other=0.0)
+    start, first_group, phase = _program_start(program_base, group_size, group_rcp_bits, 2 * HALF)
+    local = tl.arange(0, 2 * HALF)  # flat, for wide vector loads; split into pairs for the noise
+    # A 64-bit base per program and 32-bit offsets per value: (mn, inv) of the value's group, as one 8-byte load.
+    stat_ptrs = stats_ptr + 2 * first_group + 2 * group_of(local, phase, group_size, group_magic, GROUP_INDEX)
+    stat_ptrs = stat_ptrs[:, None] + tl.arange(0, 2)[None, :]
+    if MASKED:
+        valid = local < tl.minimum(n_packed - start, 2 * HALF).to(tl.int32)
+        x = to_f32_exact(tl.load(x_ptr + start + local, mask=valid, other=0.0))
+        mn, inv = tl.split(tl.load(stat_ptrs, mask=valid[:, None], other=0.0))
+    else:
+        x = to_f32_exact(tl.load(x_ptr + start + local))
+        mn, inv = tl.split(tl.load(stat_ptrs))
     fixed = fixed_point(x, mn, inv, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope, USE_VM)
     noise = pair_noise((start >> 1) + tl.arange(0, HALF), hash_k1, hash_k2)
-    codes = tl.where(valid, round_codes(fixed, noise, LEVELS_TOP), 0)  # padding codes share bytes with real ones
+    codes = round_codes(tl.reshape(fixed, (HALF, 2)), noise, LEVELS_TOP)
+    if MASKED:  # padding codes share bytes with real ones
+        codes = tl.where(tl.reshape(valid, (HALF, 2)), codes, 0)
     BYTES: tl.constexpr = 2 * HALF * BITS // 8
     packed = tl.reshape(pack_pairs(tl.reshape(codes, (1, HALF, 2)), 1, HALF, BITS), (BYTES,))
-    byte_offsets = tl.program_id(0).to(tl.int64) * BYTES + tl.arange(0, BYTES)
-    tl.store(payload_ptr + byte_offsets, packed, mask=byte_offsets < n_bytes)
+    byte_offsets = (program_base + tl.program_id(0)).to(tl.int64) * BYTES + tl.arange(0, BYTES)
+    if MASKED:
+        tl.store(payload_ptr + byte_offsets, packed, mask=byte_offsets < n_bytes)
+    else:
+        tl.store(payload_ptr + byte_offsets, packed)
 
 
 @triton.jit(do_not_specialize=_TILE_ARGS)
@@ -466,24 +476,33 @@ def _level(codes, level_step, vm_level_a, vm_level_b, USE_VM: tl.constexpr):
         return codes.to(tl.float32) * level_step
 
 
-@triton.jit(do_not_specialize=_GROUP_INDEX_ARGS)
+@triton.jit(do_not_specialize=(*_GROUP_INDEX_ARGS, "program_base"))
 def _dequantize_kernel(payload_ptr, mins_ptr, ranges_ptr, out_ptr, n_packed, n_bytes, group_size, group_magic,
-                       group_rcp_bits, level_step, vm_level_a, vm_level_b, BITS: tl.constexpr, USE_VM: tl.constexpr,
-                       GROUP_INDEX: tl.constexpr, BYTES: tl.constexpr):
+                       group_rcp_bits, program_base, level_step, vm_level_a, vm_level_b, BITS: tl.constexpr,
+                       USE_VM: tl.constexpr, GROUP_INDEX: tl.constexpr, BYTES: tl.constexpr, MASKED: tl.constexpr):
     """BYTES payload bytes per program as a [BYTES, 8 // BITS] tile of codes: x_hat = fp32(level(q) * rng) + mn."""
     PER_BYTE: tl.constexpr = 8 // BITS
-    start, first_group, phase = _program_start(group_size, group_rcp_bits, BYTES * PER_BYTE)
-    byte_offsets = tl.program_id(0).to(tl.int64) * BYTES + tl.arange(0, BYTES)
-    byte = tl.load(payload_ptr + byte_offsets, mask=byte_offsets < n_bytes, other=0).to(tl.int32)
-    lane = tl.arange(0, PER_BYTE)
-    codes = (byte[:, None] >> (lane * BITS)[None, :]) & ((1 << BITS) - 1)
-    local = tl.arange(0, BYTES)[:, None] * PER_BYTE + lane[None, :]
-    offsets = start + local
-    valid = offsets < n_packed
+    start, first_group, phase = _program_start(program_base, group_size, group_rcp_bits, BYTES * PER_BYTE)
+    byte_ptrs = payload_ptr + (program_base + tl.program_id(0)).to(tl.int64) * BYTES + tl.arange(0, BYTES)
+    local = tl.arange(0, BYTES * PER_BYTE)
+    # A 64-bit base per program and 32-bit offsets per value: the value's group.
     groups = first_group + group_of(local, phase, group_size, group_magic, GROUP_INDEX)
-    mn = to_f32_exact(tl.load(mins_ptr + groups, mask=valid, other=0.0))
-    rng = to_f32_exact(tl.load(ranges_ptr + groups, mask=valid, other=0.0))
-    tl.store(out_ptr + offsets, _level(codes, level_step, vm_level_a, vm_level_b, USE_VM) * rng + mn, mask=valid)
+    if MASKED:
+        byte = tl.load(byte_ptrs, mask=tl.arange(0, BYTES) < n_bytes - start // PER_BYTE, other=0)
+        valid = local < tl.minimum(n_packed - start, BYTES * PER_BYTE).to(tl.int32)
+        mn = to_f32_exact(tl.load(mins_ptr + groups, mask=valid, other=0.0))
+        rng = to_f32_exact(tl.load(ranges_ptr + groups, mask=valid, other=0.0))
+    else:
+        byte = tl.load(byte_ptrs)
+        mn = to_f32_exact(tl.load(mins_ptr + groups))
+        rng = to_f32_exact(tl.load(ranges_ptr + groups))
+    lane = tl.arange(0, PER_BYTE)
+    codes = (byte.to(tl.int32)[:, None] >> (lane * BITS)[None, :]) & ((1 << BITS) - 1)
+    out = _level(tl.reshape(codes, (BYTES * PER_BYTE,)), level_step, vm_level_a, vm_level_b, USE_VM) * rng + mn
+    if MASKED:
+        tl.store(out_ptr + start + local, out, mask=valid)
+    else:
+        tl.store(out_ptr + start + local, out)
 
 
 # --------------------------------------------------------------------------------------------- mask kernels
@@ -627,13 +646,6 @@ def _row_launches(kernel, tiling: RowTiling, group_size: int, n_full: int, n_gro
             *args, whole_tiles, tiling.n_chunks, *tail_args, MASKED=True, num_warps=min(8, 2 * warps), **meta)
 
 
-def _stats_tiling(group_size: int, n_groups: int) -> tuple[int, int, int]:
-    """(groups per program, BLOCK_G, chunks per group) of _group_stats_kernel."""
-    block_g = min(next_pow2(group_size), MAX_GROUP_TILE)
-    rows = min(max(1, _TILE_ELEMS // block_g), next_pow2(n_groups))
-    return rows, block_g, -(-group_size // block_g)
-
-
 def group_index_args(group_size: int, values_per_program: int) -> tuple[int, int, int]:
     """(GROUP_INDEX, group_magic, group_rcp_bits) for ``group_of`` and ``_program_start``. The magic
     floor(2^32 / group_size) + 1 travels as int32 (as the keys do) and is exact while (phase + local) * group_size
@@ -679,15 +691,25 @@ def quantize_pack_triton(x: torch.Tensor, bits: int, group_size: int, seed: int,
                       (*keys, *vm_args), {"HALF": tiling.chunk // 2, "LOOPED": tiling.n_chunks > 1, **constants})
         return PackedRef(payload, mins, ranges, tail)
     stats = torch.empty(n_groups, 2, dtype=torch.float32, device=flat.device)  # (mn, inv) per group
-    rows, block_g, chunks = _stats_tiling(group_size, n_groups)
-    _group_stats_kernel[(triton.cdiv(n_groups, rows),)](
-        flat, mins, ranges, stats, inverse_table(bits, flat.device), n_packed, n_groups, group_size, ROWS=rows,
-        BLOCK_G=block_g, NUM_CHUNKS=chunks, num_warps=_warps(rows * block_g), **_NO_FMA)
+    _group_stats_kernel[(triton.cdiv(n_groups, _STATS_ROWS),)](
+        flat, mins, ranges, stats, inverse_table(bits, flat.device), n_packed, n_groups, group_size, ROWS=_STATS_ROWS,
+        UNROLL=_STATS_UNROLL, num_warps=_STATS_ROWS // 32, **_NO_FMA)
     group_index, *group_consts = group_index_args(group_size, _FLAT_BLOCK)
-    _quantize_flat_kernel[(triton.cdiv(n_packed, _FLAT_BLOCK),)](
-        flat, payload, stats, n_packed, payload.numel(), group_size, *group_consts, *keys, *vm_args,
-        GROUP_INDEX=group_index, HALF=_FLAT_BLOCK // 2, num_warps=_warps(_FLAT_BLOCK), **constants)
+    _flat_launches(_quantize_flat_kernel, n_packed, _FLAT_BLOCK,
+                   (flat, payload, stats, n_packed, payload.numel(), group_size, *group_consts), (*keys, *vm_args),
+                   {"GROUP_INDEX": group_index, "HALF": _FLAT_BLOCK // 2, **constants})
     return PackedRef(payload, mins, ranges, tail)
+
+
+def _flat_launches(kernel, n_values: int, per_program: int, args: tuple, tail_args: tuple, meta: dict) -> None:
+    """Launch a flat kernel: unchecked programs over the whole blocks, then one checked program (program_base =
+    the number of whole blocks) for a ragged end."""
+    whole = n_values // per_program
+    meta = {"num_warps": _warps(per_program), **meta}
+    if whole:
+        kernel[(whole,)](*args, 0, *tail_args, MASKED=False, **meta)
+    if whole * per_program < n_values:
+        kernel[(1,)](*args, whole, *tail_args, MASKED=True, **meta)
 
 
 def unpack_dequantize_triton(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor,
@@ -711,9 +733,9 @@ def unpack_dequantize_triton(payload: torch.Tensor, mins: torch.Tensor, ranges: 
             return _with_tail(out, tail, n_packed, shape)
         per_program = _DEQUANT_VALUES * bits // 8  # payload bytes
         group_index, *group_consts = group_index_args(group_size, _DEQUANT_VALUES)
-        _dequantize_kernel[(triton.cdiv(payload.numel(), per_program),)](
-            *stored, out, n_packed, payload.numel(), group_size, *group_consts, levels[1], *vm_levels,
-            GROUP_INDEX=group_index, BYTES=per_program, num_warps=_warps(_DEQUANT_VALUES), **constants)
+        _flat_launches(_dequantize_kernel, n_packed, _DEQUANT_VALUES,
+                       (*stored, out, n_packed, payload.numel(), group_size, *group_consts), (levels[1], *vm_levels),
+                       {"GROUP_INDEX": group_index, "BYTES": per_program, **constants})
     return _with_tail(out, tail, n_packed, shape)
 
 

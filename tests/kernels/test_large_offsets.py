@@ -124,7 +124,8 @@ def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: boo
 
 
 @pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
-def test_general_quantize_and_flat_dequantize_far_into_a_tensor(n_total: int) -> None:
+@pytest.mark.parametrize("masked", [False, True], ids=["bulk", "checked"])
+def test_general_quantize_and_flat_dequantize_far_into_a_tensor(n_total: int, masked: bool) -> None:
     """Groups of 63 values ending mid-byte: the flat kernels index groups from the program's start, whose group
     and phase come from an fp64 reciprocal (no 64-bit division) and must be exact there."""
     bits, group_size, block = 2, 63, qt._FLAT_BLOCK
@@ -140,10 +141,12 @@ def test_general_quantize_and_flat_dequantize_far_into_a_tensor(n_total: int) ->
     payload = torch.zeros(block * bits // 8, dtype=torch.uint8)
     group_index, *group_consts = qt.group_index_args(group_size, block)
     shifts = {x.data_ptr(): 4 * window_start, payload.data_ptr(): start * bits // 8, stats.data_ptr(): 8 * first_group}
-    with program_of_virtual_launch(program, shifts):
+    # The bulk launch reaches the program through its id, the checked one through program_base.
+    with program_of_virtual_launch(0 if masked else program, shifts):
         qt._quantize_flat_kernel[(1,)](x, payload, stats, n_total, -(-n_total * bits // 8), group_size, *group_consts,
-                                       *qt.kernel_keys(SEED), *qt.vm_kernel_args(None), BITS=bits, LEVELS_TOP=3,
-                                       USE_VM=False, GROUP_INDEX=group_index, HALF=block // 2, **qt._NO_FMA)
+                                       program if masked else 0, *qt.kernel_keys(SEED), *qt.vm_kernel_args(None),
+                                       BITS=bits, LEVELS_TOP=3, USE_VM=False, GROUP_INDEX=group_index,
+                                       HALF=block // 2, MASKED=masked, **qt._NO_FMA)
     offset = start - window_start  # the block inside the window (the window need not start on a byte)
     window_codes = unpack_codes(stats_ref[0], bits, x.numel())
     assert torch.equal(payload, pack_codes(window_codes[offset: offset + block], bits))
@@ -153,10 +156,12 @@ def test_general_quantize_and_flat_dequantize_far_into_a_tensor(n_total: int) ->
     shifts = {payload.data_ptr(): start * bits // 8, mins.data_ptr(): 2 * first_group,
               ranges.data_ptr(): 2 * first_group, out.data_ptr(): 4 * start}
     group_index, *group_consts = qt.group_index_args(group_size, qt._DEQUANT_VALUES)
-    with program_of_virtual_launch(start // qt._DEQUANT_VALUES, shifts):
+    dequant_program = start // qt._DEQUANT_VALUES
+    with program_of_virtual_launch(0 if masked else dequant_program, shifts):
         qt._dequantize_kernel[(1,)](payload, mins, ranges, out, n_total, -(-n_total * bits // 8), group_size,
-                                    *group_consts, dequant_level_table(bits, None)[1], 0.0, 0.0, BITS=bits,
-                                    USE_VM=False, GROUP_INDEX=group_index, BYTES=qt._DEQUANT_VALUES * bits // 8,
+                                    *group_consts, dequant_program if masked else 0,
+                                    dequant_level_table(bits, None)[1], 0.0, 0.0, BITS=bits, USE_VM=False,
+                                    GROUP_INDEX=group_index, BYTES=qt._DEQUANT_VALUES * bits // 8, MASKED=masked,
                                     **qt._NO_FMA)
     level = torch.tensor(dequant_level_table(bits, None))[unpack_codes(payload, bits, block).long()]
     group = (torch.arange(block) + offset) // group_size
