@@ -80,8 +80,9 @@ __all__ = [
 MAX_GROUP_TILE = 4096  # widest group held in registers at once; wider groups are walked in chunks of this size
 _TILE_ELEMS = 1024  # values per program in the fused path (several small groups share one program)
 _VALUES_PER_THREAD = 32  # register tiles hold this many values per thread (one warp per 1024 values)
-_STATS_ROWS, _STATS_UNROLL = 128, 8  # general path step 1: one group per thread, loads unrolled by 8
+_STATS_ROWS, _STATS_UNROLL = 128, 16  # general path step 1: one group per thread, loads unrolled up to 16
 _MIN_EXACT_CHUNK = 32  # smaller power-of-two chunks of a group cost more per value than padding does
+_THREAD_ROW_MAX = 64  # groups up to this long get their statistics one thread per group
 _FLAT_BLOCK = 4096  # values per program of the general path's flat kernel: a multiple of 8 (whole bytes, pairs)
 _DEQUANT_VALUES = 4096  # values per program of the dequantize kernel
 _MASK_BLOCK_BYTES = 128  # packed mask bytes per program (1024 elements)
@@ -189,7 +190,7 @@ def group_range(group_min, group_max):
     """quant_ref.group_ranges: bf16-down minimum, bf16-up (max - mn) raised to RANGE_FLOOR when positive, zeros
     as +0.0."""
     mn = round_to_bf16_grid(group_min, False)
-    mn = tl.where(mn == 0, 0.0, mn)  # +0.0 whichever zero the reduction returned
+    mn = mn + 0.0  # +0.0 whichever zero the reduction returned (-0.0 + 0.0 = +0.0; nothing else changes)
     rng = round_to_bf16_grid(group_max - mn, True)
     return mn, tl.where(rng > 0, tl.maximum(rng, _RANGE_FLOOR), 0.0)
 
@@ -201,7 +202,8 @@ def group_inverse(rng, inverse_table_ptr):
     by 2^-e, an exact exponent shift (rng in [RANGE_FLOOR, bf16 max] keeps every result normal)."""
     bits = rng.to(tl.int32, bitcast=True)
     entry = tl.load(inverse_table_ptr + ((bits >> 16) & 0x7F))
-    inverse = (entry - (((bits >> 23) - 127) << 23)).to(tl.float32, bitcast=True)
+    # rng >= 0, so its exponent field is bits & 0x7F800000: subtract (e - 127) << 23 from the entry's.
+    inverse = (entry + 0x3F800000 - (bits & 0x7F800000)).to(tl.float32, bitcast=True)
     return tl.where(rng > 0, inverse, 0.0)
 
 
@@ -284,6 +286,27 @@ def _load_rows(x_ptr, group_start, group_len, group_valid, chunk, HALF: tl.const
 
 
 @triton.jit
+def _thread_row_bounds(x_ptr, group_start, group_len, group_size, ROWS: tl.constexpr, UNROLL: tl.constexpr,
+                       MASKED: tl.constexpr):
+    """(min, max) of each of ROWS groups, one group per thread, UNROLL values per step (UNROLL divides
+    group_size; with MASKED, values past a group's own length are skipped)."""
+    lo = tl.full([ROWS], float("inf"), tl.float32)
+    hi = tl.full([ROWS], float("-inf"), tl.float32)
+    ptrs = x_ptr + tl.reshape(group_start, (ROWS,), can_reorder=True)
+    if MASKED:
+        lens = tl.reshape(group_len, (ROWS,), can_reorder=True)
+    for first in range(0, group_size, UNROLL):
+        for step in tl.static_range(UNROLL):
+            if MASKED:
+                x = tl.load(ptrs + (first + step), mask=first + step < lens, other=float("nan"))
+            else:
+                x = tl.load(ptrs + (first + step))
+            lo = tl.minimum(lo, to_f32_exact(x))
+            hi = tl.maximum(hi, to_f32_exact(x))
+    return lo, hi
+
+
+@triton.jit
 def _row_bounds(x):
     return tl.min(tl.min(x, axis=2), axis=1), tl.max(tl.max(x, axis=2), axis=1)
 
@@ -316,7 +339,8 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_t
                              group_size, tile_base, n_chunks,
                              hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope,
                              BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
-                             ROWS: tl.constexpr, HALF: tl.constexpr, LOOPED: tl.constexpr, MASKED: tl.constexpr):
+                             ROWS: tl.constexpr, HALF: tl.constexpr, LOOPED: tl.constexpr, MASKED: tl.constexpr,
+                             ROW_UNROLL: tl.constexpr):
     """Whole groups of even length whose codes fill whole bytes, ROWS groups per program (tile_base + program id),
     each walked in n_chunks chunks of 2 * HALF values held as [ROWS, HALF, 2] tiles (value 2j + t of a chunk at
     [:, j, t], so one hash serves both values of a pair). One chunk (LOOPED=False): the tile stays in registers;
@@ -330,7 +354,12 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_t
         group_bytes = (group_len * BITS + 7) // 8
     else:
         group_valid, group_len, group_bytes = None, None, None
-    if not LOOPED:
+    if ROW_UNROLL:
+        # Short groups: a row tile spreads each group over several threads, which would all repeat the per-group
+        # work below. One thread per group walks it value by value instead (the tile's loads then hit the cache).
+        lo, hi = _thread_row_bounds(x_ptr, group_start, group_len, group_size, ROWS, ROW_UNROLL, MASKED)
+        x, valid = _load_rows(x_ptr, group_start, group_len, group_valid, 0, HALF, MASKED)
+    elif not LOOPED:
         x, valid = _load_rows(x_ptr, group_start, group_len, group_valid, 0, HALF, MASKED)
         lo, hi = _row_bounds(x)
     else:
@@ -356,24 +385,19 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_t
                           hash_k2, *vm, BITS, LEVELS_TOP, USE_VM, ROWS, HALF, MASKED)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("tile_base",))
 def _group_stats_kernel(x_ptr, mins_ptr, ranges_ptr, stats_ptr, inverse_table_ptr, n_packed, n_groups, group_size,
-                        ROWS: tl.constexpr, UNROLL: tl.constexpr):
+                        tile_base, ROWS: tl.constexpr, UNROLL: tl.constexpr, MASKED: tl.constexpr):
     """General path, step 1: mins and ranges of every group (any length), and (mn, inv) in fp32 for step 2. One
-    group per thread, walked value by value: groups that end mid-byte have no aligned vector loads anyway, and a
-    thread owning its group does the per-group work once instead of once per thread sharing the group."""
-    groups = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    group_valid = groups < n_groups
-    group_ptrs = x_ptr + groups * group_size
-    group_len = tl.where(group_valid, tl.minimum(n_packed - groups * group_size, group_size), 0).to(tl.int32)
-    lo = tl.full([ROWS], float("inf"), tl.float32)
-    hi = tl.full([ROWS], float("-inf"), tl.float32)
-    for first in range(0, group_size, UNROLL):
-        for step in tl.static_range(UNROLL):
-            col = first + step
-            x = to_f32_exact(tl.load(group_ptrs + col, mask=col < group_len, other=float("nan")))
-            lo = tl.minimum(lo, x)
-            hi = tl.maximum(hi, x)
+    group per thread (``_thread_row_bounds``): groups that end mid-byte have no aligned vector loads anyway."""
+    groups = (tile_base + tl.program_id(0)).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    group_start = groups * group_size
+    if MASKED:
+        group_valid = groups < n_groups
+        group_len = tl.where(group_valid, tl.minimum(n_packed - group_start, group_size), 0).to(tl.int32)
+    else:
+        group_valid, group_len = None, None
+    lo, hi = _thread_row_bounds(x_ptr, group_start, group_len, group_size, ROWS, UNROLL, MASKED)
     mn, rng = group_range(lo, hi)
     tl.store(mins_ptr + groups, bf16_exact(mn), mask=group_valid)
     tl.store(ranges_ptr + groups, bf16_exact(rng), mask=group_valid)
@@ -404,16 +428,18 @@ def _quantize_flat_kernel(x_ptr, payload_ptr, stats_ptr, n_packed, n_bytes, grou
     group from step 2's scratch."""
     start, first_group, phase = _program_start(program_base, group_size, group_rcp_bits, 2 * HALF)
     local = tl.arange(0, 2 * HALF)  # flat, for wide vector loads; split into pairs for the noise
-    # A 64-bit base per program and 32-bit offsets per value: (mn, inv) of the value's group, as one 8-byte load.
-    stat_ptrs = stats_ptr + 2 * first_group + 2 * group_of(local, phase, group_size, group_magic, GROUP_INDEX)
-    stat_ptrs = stat_ptrs[:, None] + tl.arange(0, 2)[None, :]
+    # A 64-bit base per program and 32-bit offsets per value: (mn, inv) of the value's group. (One 8-byte load of
+    # the pair would need a [values, 2] tile whose layout differs from x's: the conversion costs more.)
+    stat_ptrs = (stats_ptr + 2 * first_group) + 2 * group_of(local, phase, group_size, group_magic, GROUP_INDEX)
     if MASKED:
         valid = local < tl.minimum(n_packed - start, 2 * HALF).to(tl.int32)
         x = to_f32_exact(tl.load(x_ptr + start + local, mask=valid, other=0.0))
-        mn, inv = tl.split(tl.load(stat_ptrs, mask=valid[:, None], other=0.0))
+        mn = tl.load(stat_ptrs, mask=valid, other=0.0)
+        inv = tl.load(stat_ptrs + 1, mask=valid, other=0.0)
     else:
         x = to_f32_exact(tl.load(x_ptr + start + local))
-        mn, inv = tl.split(tl.load(stat_ptrs))
+        mn = tl.load(stat_ptrs)
+        inv = tl.load(stat_ptrs + 1)
     fixed = fixed_point(x, mn, inv, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope, vm_top_slope, USE_VM)
     noise = pair_noise((start >> 1) + tl.arange(0, HALF), hash_k1, hash_k2)
     codes = round_codes(tl.reshape(fixed, (HALF, 2)), noise, LEVELS_TOP)
@@ -485,17 +511,18 @@ def _dequantize_kernel(payload_ptr, mins_ptr, ranges_ptr, out_ptr, n_packed, n_b
     start, first_group, phase = _program_start(program_base, group_size, group_rcp_bits, BYTES * PER_BYTE)
     byte_ptrs = payload_ptr + (program_base + tl.program_id(0)).to(tl.int64) * BYTES + tl.arange(0, BYTES)
     local = tl.arange(0, BYTES * PER_BYTE)
-    # A 64-bit base per program and 32-bit offsets per value: the value's group.
-    groups = first_group + group_of(local, phase, group_size, group_magic, GROUP_INDEX)
+    # 64-bit bases per program and 32-bit offsets per value: the value's group.
+    groups = group_of(local, phase, group_size, group_magic, GROUP_INDEX)
+    mins_base, ranges_base = mins_ptr + first_group, ranges_ptr + first_group
     if MASKED:
         byte = tl.load(byte_ptrs, mask=tl.arange(0, BYTES) < n_bytes - start // PER_BYTE, other=0)
         valid = local < tl.minimum(n_packed - start, BYTES * PER_BYTE).to(tl.int32)
-        mn = to_f32_exact(tl.load(mins_ptr + groups, mask=valid, other=0.0))
-        rng = to_f32_exact(tl.load(ranges_ptr + groups, mask=valid, other=0.0))
+        mn = to_f32_exact(tl.load(mins_base + groups, mask=valid, other=0.0))
+        rng = to_f32_exact(tl.load(ranges_base + groups, mask=valid, other=0.0))
     else:
         byte = tl.load(byte_ptrs)
-        mn = to_f32_exact(tl.load(mins_ptr + groups))
-        rng = to_f32_exact(tl.load(ranges_ptr + groups))
+        mn = to_f32_exact(tl.load(mins_base + groups))
+        rng = to_f32_exact(tl.load(ranges_base + groups))
     lane = tl.arange(0, PER_BYTE)
     codes = (byte.to(tl.int32)[:, None] >> (lane * BITS)[None, :]) & ((1 << BITS) - 1)
     out = _level(tl.reshape(codes, (BYTES * PER_BYTE,)), level_step, vm_level_a, vm_level_b, USE_VM) * rng + mn
@@ -631,6 +658,18 @@ def row_tiling(group_size: int, n_groups: int, bits: int) -> RowTiling:
     return RowTiling(rows, chunk, -(-group_size // chunk))
 
 
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, at_most + 1) if n % d == 0)
+
+
+def _row_unroll(tiling: RowTiling, group_size: int) -> int:
+    """Values per step of the one-thread-per-group statistics, or 0 where the row tile reduces its groups itself
+    (groups long enough that each thread holds a long stretch of one group)."""
+    if tiling.n_chunks > 1 or tiling.chunk > _THREAD_ROW_MAX:
+        return 0
+    return math.gcd(group_size, 8)
+
+
 def _row_launches(kernel, tiling: RowTiling, group_size: int, n_full: int, n_groups: int, args: tuple,
                   tail_args: tuple, meta: dict) -> None:
     """Launch a row-tile kernel: unchecked programs over the complete groups when the chunks tile them exactly,
@@ -688,12 +727,19 @@ def quantize_pack_triton(x: torch.Tensor, bits: int, group_size: int, seed: int,
         tiling = row_tiling(group_size, n_groups, bits)
         _row_launches(_quantize_aligned_kernel, tiling, group_size, n_full, n_groups,
                       (flat, payload, mins, ranges, inverse_table(bits, flat.device), n_packed, n_groups, group_size),
-                      (*keys, *vm_args), {"HALF": tiling.chunk // 2, "LOOPED": tiling.n_chunks > 1, **constants})
+                      (*keys, *vm_args), {"HALF": tiling.chunk // 2, "LOOPED": tiling.n_chunks > 1,
+                                          "ROW_UNROLL": _row_unroll(tiling, group_size), **constants})
         return PackedRef(payload, mins, ranges, tail)
     stats = torch.empty(n_groups, 2, dtype=torch.float32, device=flat.device)  # (mn, inv) per group
-    _group_stats_kernel[(triton.cdiv(n_groups, _STATS_ROWS),)](
-        flat, mins, ranges, stats, inverse_table(bits, flat.device), n_packed, n_groups, group_size, ROWS=_STATS_ROWS,
-        UNROLL=_STATS_UNROLL, num_warps=_STATS_ROWS // 32, **_NO_FMA)
+    stats_tiles = n_full // _STATS_ROWS  # tiles of complete groups: no bounds checks
+    stats_args = (flat, mins, ranges, stats, inverse_table(bits, flat.device), n_packed, n_groups, group_size)
+    stats_meta = {"ROWS": _STATS_ROWS, "UNROLL": _largest_divisor(group_size, _STATS_UNROLL),
+                  "num_warps": _STATS_ROWS // 32, **_NO_FMA}
+    if stats_tiles:
+        _group_stats_kernel[(stats_tiles,)](*stats_args, 0, MASKED=False, **stats_meta)
+    if stats_tiles * _STATS_ROWS < n_groups:
+        _group_stats_kernel[(triton.cdiv(n_groups - stats_tiles * _STATS_ROWS, _STATS_ROWS),)](
+            *stats_args, stats_tiles, MASKED=True, **stats_meta)
     group_index, *group_consts = group_index_args(group_size, _FLAT_BLOCK)
     _flat_launches(_quantize_flat_kernel, n_packed, _FLAT_BLOCK,
                    (flat, payload, stats, n_packed, payload.numel(), group_size, *group_consts), (*keys, *vm_args),
@@ -705,11 +751,12 @@ def _flat_launches(kernel, n_values: int, per_program: int, args: tuple, tail_ar
     """Launch a flat kernel: unchecked programs over the whole blocks, then one checked program (program_base =
     the number of whole blocks) for a ragged end."""
     whole = n_values // per_program
-    meta = {"num_warps": _warps(per_program), **meta}
+    warps = _warps(per_program)
     if whole:
-        kernel[(whole,)](*args, 0, *tail_args, MASKED=False, **meta)
+        kernel[(whole,)](*args, 0, *tail_args, MASKED=False, num_warps=warps, **meta)
     if whole * per_program < n_values:
-        kernel[(1,)](*args, whole, *tail_args, MASKED=True, **meta)
+        # As in _row_launches: half the values per thread keeps the checked variant's registers down.
+        kernel[(1,)](*args, whole, *tail_args, MASKED=True, num_warps=min(8, 2 * warps), **meta)
 
 
 def unpack_dequantize_triton(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor,

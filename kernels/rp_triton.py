@@ -71,7 +71,7 @@ _KEY_ARGS = ("proj_k1", "proj_k2", "hash_k1", "hash_k2")
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _DOT_WIDTHS = (16, 32, 64)  # r of the tl.dot fast path: a power of two wide enough for a dot tile
 _DOT_ROWS = 64  # rows of x per program of the tl.dot kernel (at least one group)
-_DOT_K = 32  # input columns per dot step
+_DOT_K = 16  # input columns per dot step
 
 
 # --------------------------------------------------------------------------------------------- device helpers
@@ -275,7 +275,7 @@ def project_quantize_pack_triton(x2d: torch.Tensor, r: int, proj_seed: int, bits
         d, r, scale,
         proj_k1, proj_k2, hash_k1, hash_k2, *vm_kernel_args(vm_a),
         BITS=bits, LEVELS_TOP=(1 << bits) - 1, USE_VM=vm_a is not None, SIGN_WORDS=sign_words,
-        ROWS=groups_per_prog, HALF=block_g // 2, num_warps=8 if groups_per_prog * block_g >= 4096 else 4,
+        ROWS=groups_per_prog, HALF=block_g // 2, num_warps=max(4, groups_per_prog * block_g // 256),
         **_NO_FMA)
     return PackedRef(payload, mins, ranges, tail)
 
@@ -311,5 +311,5 @@ def _project_quantize_fast(x2d: torch.Tensor, r: int, proj_seed: int, bits: int,
             x, payload, mins, ranges, inverse_table(bits, x.device), n_rows, n_packed, n_groups, x.stride(0),
             x.stride(1), d, round_to_f32(1.0 / math.sqrt(r)), proj_k1, proj_k2, *kernel_keys(seed),
             *vm_kernel_args(vm_a), BITS=bits, LEVELS_TOP=(1 << bits) - 1, USE_VM=vm_a is not None, R=r,
-            GROUP_ROWS=group_rows, BLOCK_N=block_n, BLOCK_K=_DOT_K, num_warps=4, **_NO_FMA)
+            GROUP_ROWS=group_rows, BLOCK_N=block_n, BLOCK_K=_DOT_K, num_warps=8, **_NO_FMA)
     return PackedRef(payload, mins, ranges, tail)

@@ -333,8 +333,9 @@ def _trips(launch: Launch) -> int:
     args = launch.args
     if "BLOCK_K" in args:  # the tl.dot projection steps over D in BLOCK_K columns
         return -(-int(args["D"]) // int(args["BLOCK_K"]))
-    if "UNROLL" in args:  # the general path's stats walk each group UNROLL values per iteration
-        return -(-int(args["group_size"]) // int(args["UNROLL"]))
+    for name in ("UNROLL", "ROW_UNROLL"):  # one thread per group, UNROLL values per iteration
+        if args.get(name):
+            return -(-int(args["group_size"]) // int(args[name]))
     if "D" in args:
         return int(args["D"])
     for name in ("n_chunks", "NUM_CHUNKS"):  # the row-tile kernels' chunks per group (NUM_CHUNKS before issue 14)

@@ -86,13 +86,14 @@ def _randn(n: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
 @pytest.mark.parametrize("masked", [False, True], ids=["bulk", "tail"])
-def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: bool) -> None:
-    bits, group_size = 2, 1024
+@pytest.mark.parametrize("group_size", [16, 1024], ids=["thread-per-group-stats", "row-tile-stats"])
+def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: bool, group_size: int) -> None:
+    bits = 2
     tiling = qt.row_tiling(group_size, n_total // group_size, bits)
     tile = n_total // group_size // tiling.rows - 1  # a program near the end
     start = tile * tiling.rows * group_size
     n_groups = n_total // group_size + masked  # the tail case ends in a short group inside the window
-    n_packed = start + (tiling.rows - 1) * group_size + 100 if masked else n_total
+    n_packed = start + (tiling.rows - 1) * group_size + group_size // 2 + 2 if masked else n_total
     n = n_packed - start if masked else tiling.rows * group_size
     x = _randn(n, seed=1)
     payload = torch.zeros(-(-n * bits // 8), dtype=torch.uint8)
@@ -102,7 +103,7 @@ def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: boo
     shifts = {x.data_ptr(): 4 * start, payload.data_ptr(): start * bits // 8, mins.data_ptr(): 2 * first_group,
               ranges.data_ptr(): 2 * first_group}
     meta = {"BITS": bits, "LEVELS_TOP": 3, "USE_VM": False, "ROWS": tiling.rows, "HALF": tiling.chunk // 2,
-            "LOOPED": False, "MASKED": masked, **qt._NO_FMA}
+            "LOOPED": False, "MASKED": masked, "ROW_UNROLL": qt._row_unroll(tiling, group_size), **qt._NO_FMA}
     with program_of_virtual_launch(0 if masked else tile, shifts):
         qt._quantize_aligned_kernel[(1,)](x, payload, mins, ranges, qt.inverse_table(bits, x.device), n_packed,
                                           n_groups, group_size, tile if masked else 0, 1, *qt.kernel_keys(SEED),
