@@ -82,7 +82,7 @@ _TILE_ELEMS = 1024  # values per program in the fused path (several small groups
 _VALUES_PER_THREAD = 32  # register tiles hold this many values per thread (one warp per 1024 values)
 _STATS_ROWS, _STATS_UNROLL = 128, 16  # general path step 1: one group per thread, loads unrolled up to 16
 _MIN_EXACT_CHUNK = 32  # smaller power-of-two chunks of a group cost more per value than padding does
-_THREAD_ROW_MAX = 64  # groups up to this long get their statistics one thread per group
+_THREAD_ROW_MAX = 16  # groups up to this long get their statistics one thread per group
 _FLAT_BLOCK = 4096  # values per program of the general path's flat kernel: a multiple of 8 (whole bytes, pairs)
 _DEQUANT_VALUES = 4096  # values per program of the dequantize kernel
 _MASK_BLOCK_BYTES = 128  # packed mask bytes per program (1024 elements)
@@ -675,7 +675,7 @@ def _row_launches(kernel, tiling: RowTiling, group_size: int, n_full: int, n_gro
     """Launch a row-tile kernel: unchecked programs over the complete groups when the chunks tile them exactly,
     then checked programs (tile_base = first such tile) for the rest."""
     whole_tiles = n_full // tiling.rows if tiling.exact(group_size) else 0
-    warps = _warps(tiling.rows * tiling.chunk)
+    warps = _warps(tiling.rows * tiling.chunk) * (2 if tiling.n_chunks > 1 else 1)  # looped: fewer registers
     meta = {"ROWS": tiling.rows, **meta}
     if whole_tiles:
         kernel[(whole_tiles,)](*args, 0, tiling.n_chunks, *tail_args, MASKED=False, num_warps=warps, **meta)

@@ -260,7 +260,10 @@ def scenarios(subset: bool) -> Iterator[Scenario]:
     for name, rows, in_dim, hidden in DATASETS[:1] if subset else DATASETS:
         kept = spec.projected_dim(in_dim)
         x_in = torch.empty(rows, in_dim)
-        for width, what in ((kept, "linear input"), (hidden, "batch-norm input")):
+        widths = [(kept, "linear input"), (hidden, "batch-norm input")]
+        if spec.projected_dim(hidden) != kept:  # the hidden layers' projected linear inputs
+            widths.append((spec.projected_dim(hidden), "hidden linear input"))
+        for width, what in widths:
             x = torch.empty(rows, width)
             for g_r in (1, BLOCK_ROWS):
                 group = g_r * width
