@@ -9,19 +9,24 @@ byte-identical to the reference for the same inputs and seeds.
   keeps.
 
 Exactness rests on three rules every kernel follows: hashing in uint32 arithmetic (wrapping like the reference's
-masked int64 steps), the one division per group (``B * 2^16 / rng``) through ``tl.math.div_rn`` (correctly rounded,
-as torch divides), and launches with ``enable_fp_fusion=False`` so that a multiply followed by an add is never
-contracted into an FMA. Hash keys travel as int32 (``kernel_keys``), so every keyed kernel compiles once whatever
-the seed.
+masked int64 steps), the per-group reciprocal ``B * 2^16 / rng`` taken from a table of correctly rounded quotients
+(``group_inverse``: exact, since ranges lie on the bf16 grid), and launches with ``enable_fp_fusion=False`` so that
+a multiply followed by an add is never contracted into an FMA. Hash keys travel as int32 (``kernel_keys``), so
+every keyed kernel compiles once whatever the seed. Offsets are int64 and byte counts come from the host, so nothing
+wraps in int32 past 2^31 values.
 
-Quantization takes one of three paths, all producing the same layout:
+Quantization takes one of two layouts, both producing the reference's bytes:
 
-* fused: when a group's codes fill whole bytes (``group_size * bits % 8 == 0``) and a group fits one tile, each
-  program quantizes several whole groups held as a [groups, BLOCK_G] tile in registers (stats, codes, bytes);
-* looped: byte-aligned groups larger than ``MAX_GROUP_TILE`` get one program per group that walks the group in
-  column chunks twice (min/max, then quantize and pack);
-* general: for groups that end mid-byte a stats kernel writes the metadata first, then a flat kernel over
-  byte-aligned chunks of the tensor gathers each element's group metadata and packs.
+* row tiles (groups of even length whose codes fill whole bytes): ROWS groups per program as [ROWS, HALF, 2]
+  tiles, value 2j + t of a chunk at [:, j, t], so one hash serves both values of a noise pair; a group fits one
+  chunk (fused: the tile stays in registers) or is walked in n_chunks chunks twice (looped: min/max, then codes).
+  Groups of at most ``_THREAD_ROW_MAX`` values get their min/max one thread per group. Programs whose groups are
+  complete and tile their chunks exactly run without bounds checks; one checked launch covers the rest;
+* general (groups that end mid-byte, or of odd length): a statistics kernel (one group per thread) writes the
+  metadata and (mn, inv) per group, then a flat kernel over byte-aligned blocks fetches each value's (mn, inv) by
+  its group, found with a multiply-high from the program's first group (an fp64 reciprocal, no 64-bit division).
+
+Dequantization uses the same two layouts (row tiles where the quantize kernels use them, else flat).
 
 On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``import triton``).
 """

@@ -1,9 +1,13 @@
 """Triton kernels for the Rademacher projection of ``quant_ref``, fused with the INT-b quantization and packing.
 
 * ``project_rademacher_triton`` mirrors ``project_rademacher_ref`` bit for bit;
-* ``project_quantize_pack_triton`` mirrors ``project_quantize_pack_ref`` bit for bit: one kernel reads the rows of
-  x, projects them and quantizes and packs the projected values, so neither the N x r projection nor the D x r
-  matrix is ever written to global memory.
+* ``project_quantize_pack_triton`` (exact=True) mirrors ``project_quantize_pack_ref`` bit for bit: one kernel reads
+  the rows of x, projects them and quantizes and packs the projected values, so neither the N x r projection nor
+  the D x r matrix is ever written to global memory;
+* ``project_quantize_pack_triton(..., exact=False)`` is the fast path training takes: ``tl.dot`` in IEEE fp32 over
+  sign tiles regenerated from their hash words, fused with the same quantization (``dot_supported`` shapes), else
+  cuBLAS ``x @ P`` and ``quantize_pack_triton``. It sums in a blocked order, so it equals the reference to fp32
+  rounding, not bit for bit (its tests are by tolerance and by unbiasedness over seeds).
 
 The projection signs are regenerated from the counter-based hash (entry (d, j) is negative iff bit (j & 31) of
 ``hash_uint32(seed, d * ceil(r / 32) + (j >> 5))`` is set). Every output is accumulated sequentially over d with one
@@ -12,10 +16,11 @@ helpers of ``quant_triton`` (bf16 directed rounding on the bit pattern, the per-
 rounding noise of the flat offset in the projected tensor). Launches pass ``enable_fp_fusion=False`` so no
 multiply-add is contracted into an FMA.
 
-The fused kernel works on tiles of whole groups of the flat N x r tensor, so it needs byte-aligned groups
-(``group_size * bits % 8 == 0``) of at most ``quant_triton.MAX_GROUP_TILE`` values and r <= 64 (the signs of one
-input column are at most two hash words). Other shapes project with ``project_rademacher_triton`` and quantize with
-``quantize_pack_triton`` (the projection then does exist in global memory, once).
+The exact fused kernel works on tiles of whole groups of the flat N x r tensor, so it needs byte-aligned groups of
+even length (``fused_supported``: ``group_size * bits % 8 == 0``) of at most ``quant_triton.MAX_GROUP_TILE`` values
+and r <= 64 (the signs of one input column are at most two hash words). Other shapes project with
+``project_rademacher_triton`` and quantize with ``quantize_pack_triton`` (the projection then does exist in global
+memory, once).
 
 On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``import triton``).
 """
