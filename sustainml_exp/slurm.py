@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import time
+from pathlib import Path
 
 # Name of conf/hydra/launcher/slurm.yaml in the hydra/launcher group.
 SLURM_LAUNCHER = "slurm"
@@ -59,3 +61,17 @@ def scheduler_problem(partition: str | None) -> str | None:
             return (f"hydra.launcher.partition={partition!r}{named} is not a partition of this cluster; "
                     f"allowed: {', '.join(known) or '(sinfo lists none)'}")
     return None
+
+
+def wait_for_array(sweep_dir: Path, poll_s: float = 10.0) -> None:
+    """Wait until no Slurm job of the sweep is pending or running.
+
+    Hydra's submitit launcher stops waiting at the first task that ended without a result (cancelled, killed by
+    the node); the summary of the sweep must still see every other task's record. Job ids come from submitit's
+    per-task folders (``<sweep_dir>/.submitit/<job>_<task>``)."""
+    job_ids = sorted({p.name.split("_")[0] for p in (Path(sweep_dir) / ".submitit").glob("*_*") if p.is_dir()})
+    while job_ids:
+        code, text = _slurm_command("squeue", "--noheader", "--format=%i", f"--jobs={','.join(job_ids)}")
+        if code != 0 or not text.strip():
+            return
+        time.sleep(poll_s)

@@ -180,7 +180,8 @@ def test_merge_while_tasks_are_writing_sees_only_whole_records(tmp_path: Path) -
     def write_many() -> None:
         for i in range(150):
             record = {**{c: "" for c in COMMON_COLUMNS}, "run_id": f"r{i:03d}", "experiment": "gnn_blockquant",
-                      "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}", "payload": "x" * 20000}
+                      "status": "ok", "seed": 0, "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}",
+                      "payload": "x" * 20000}
             write_record(record, [run_dir / f"r{i:03d}.json"])
 
     writer = threading.Thread(target=write_many)
@@ -231,6 +232,21 @@ def test_table5_runs_then_table4_skips_the_runs_they_share(tmp_path: Path) -> No
     assert len(marks) == 10
     assert sorted(k for k, mark in marks.items() if mark == "skip") == sorted(
         k for k in marks if "quant=exact" in k)
+
+
+def test_reproduce_script_runs_every_sweep_builds_the_tables_then_exits_1_when_a_job_failed(tmp_path: Path) -> None:
+    # Neither dataset is on disk here: every job of both sweeps fails at once; the second sweep still runs.
+    results = tmp_path / "results"
+    proc = _reproduce("table5.sh", "energy=none", "progress=off", cwd=tmp_path, ARXIV_DATASET="ogbn-arxiv",
+                      FLICKR_DATASET="flickr", SEEDS="0", EPOCHS="2", DEVICE="cpu", RESULTS_DIR=str(results),
+                      DATA_DIR=str(tmp_path / "data"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    records = load_records(results, "gnn_blockquant")
+    assert sorted((r["dataset"], r["status"]) for r in records) == [
+        ("flickr", "failed"), ("ogbn-arxiv", "failed"), ("ogbn-arxiv", "failed")]
+    assert (results / "tables" / "table5.md").is_file()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "table5.sh: sweep(s) with failed jobs: arxiv-exact flickr-exact (summaries above); ")
 
 
 def test_reproduce_script_refuses_an_unknown_launcher(tmp_path: Path) -> None:
