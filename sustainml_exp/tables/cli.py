@@ -38,6 +38,8 @@ def _experiments_with_records(runs_dir: Path, warn: Callable[[str], None]) -> li
     """The experiment folders under ``runs_dir``; anything else there is named in a warning."""
     names = []
     for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if path.name.startswith("."):
+            continue
         if path.is_dir() and path.name in FAMILIES:
             names.append(path.name)
         elif path.is_dir():
