@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from cli_helpers import SML_RUN, run_cli
 from sustainml_exp.cli import plan_command, run_main
+from sustainml_exp.registry import Family
 from sustainml_exp.results import COMMON_COLUMNS, load_records, record_paths, write_record
 from sustainml_exp.runner import run_identity
 from sustainml_exp.tables.cli import main as tables_main
@@ -283,3 +284,18 @@ def test_records_that_cannot_be_placed_are_named_and_a_missing_experiment_is_an_
     code, out, err = _tables(capsys, results, "--experiment", "mfc_coreset")
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"sml-tables: error: --experiment mfc_coreset: {runs / 'mfc_coreset'} does not exist")
+
+
+def test_a_family_whose_tables_raise_keeps_its_csv_and_exits_1(sweep, capsys, tmp_path, monkeypatch) -> None:
+    results = _copy_results(sweep, tmp_path)
+
+    def broken_tables(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Family, "load_tables", lambda self: broken_tables)
+    code, out, err = _tables(capsys, results)
+    assert code == 1 and out == [str(results / "gnn_blockquant.csv")]
+    assert err == [f"sml-tables: warning: gnn_blockquant: tables not built (RuntimeError: boom); "
+                   f"{results / 'gnn_blockquant.csv'} was written",
+                   "sml-tables: error: the tables of gnn_blockquant failed (see the warnings above); the others were "
+                   "built"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from sustainml_exp.errors import UserError
@@ -34,7 +33,7 @@ def _warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
-def _experiments_with_records(runs_dir: Path, warn: Callable[[str], None]) -> list[str]:
+def _experiments_with_records(runs_dir: Path) -> list[str]:
     """The experiment folders under ``runs_dir``; anything else there is named in a warning."""
     names = []
     for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
@@ -43,36 +42,35 @@ def _experiments_with_records(runs_dir: Path, warn: Callable[[str], None]) -> li
         if path.is_dir() and path.name in FAMILIES:
             names.append(path.name)
         elif path.is_dir():
-            warn(f"skipped {path}/: not an experiment folder (experiments: {', '.join(sorted(FAMILIES))})")
+            _warn(f"skipped {path}/: not an experiment folder (experiments: {', '.join(sorted(FAMILIES))})")
         elif path.suffix == ".json":
-            warn(f"skipped {path}: not in an experiment folder (records go to runs/<experiment>/)")
+            _warn(f"skipped {path}: not in an experiment folder (records go to runs/<experiment>/)")
     if not names:
         raise UserError(f"no run records under {runs_dir}; run sml-run first (records go to "
                         "<results_dir>/runs/<experiment>/)")
     return names
 
 
-def build(results_dir: Path, experiments: list[str] | None = None,
-          warn: Callable[[str], None] = _warn) -> tuple[list[Path], list[str]]:
+def build(results_dir: Path, experiments: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """Merge and tabulate each experiment; return (files written, experiments whose tables raised).
 
     An experiment whose every record was skipped keeps its earlier CSV and tables."""
     runs_dir = results_dir / "runs"
     if experiments is None:
-        experiments = _experiments_with_records(runs_dir, warn)
+        experiments = _experiments_with_records(runs_dir)
+    present = [name for name in sorted(FAMILIES) if (runs_dir / name).is_dir()]
     for name in experiments:
-        if not (runs_dir / name).is_dir():
-            raise UserError(f"--experiment {name}: {runs_dir / name} does not exist, so there are no records to "
-                            f"merge; experiments with records here: "
-                            f"{', '.join(p.name for p in sorted(runs_dir.glob('*')) if p.name in FAMILIES) or 'none'}")
+        if name not in present:
+            raise UserError(f"--experiment {name}: {runs_dir / name} does not exist, so it has no records; "
+                            f"experiments with records here: {', '.join(present) or 'none'}")
     written: list[Path] = []
     failed: list[str] = []
     for name in experiments:
         records, skipped = scan_records(results_dir, name)
         for path, reason in skipped:
-            warn(f"skipped {path}: {reason}")
+            _warn(f"skipped {path}: {reason}")
         if not records:
-            warn(f"{name}: no usable record under {runs_dir / name}; its CSV and tables were left as they were")
+            _warn(f"{name}: no usable record under {runs_dir / name}; its CSV and tables were left as they were")
             continue
         frame = merge_records(results_dir, name, records)
         written.append(results_dir / f"{name}.csv")
@@ -81,7 +79,7 @@ def build(results_dir: Path, experiments: list[str] | None = None,
         except Exception as exc:  # noqa: BLE001 - one family's table bug must not cost the others their tables
             failed.append(name)
             first_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            warn(f"{name}: tables not built ({first_line}); {results_dir / f'{name}.csv'} was written")
+            _warn(f"{name}: tables not built ({first_line}); {results_dir / f'{name}.csv'} was written")
     return written, failed
 
 
