@@ -299,3 +299,10 @@ def test_a_family_whose_tables_raise_keeps_its_csv_and_exits_1(sweep, capsys, tm
                    f"{results / 'gnn_blockquant.csv'} was written",
                    "sml-tables: error: the tables of gnn_blockquant failed (see the warnings above); the others were "
                    "built"]
+
+
+def test_an_experiment_folder_without_records_yet_gives_empty_tables(capsys, tmp_path: Path) -> None:
+    # sml-run creates the folder before the first job ends; sml-tables run meanwhile must not fail.
+    (tmp_path / "runs" / "gnn_blockquant").mkdir(parents=True)
+    code, out, err = _tables(capsys, tmp_path)
+    assert code == 0 and err == [] and str(tmp_path / "gnn_blockquant.csv") in out

@@ -54,7 +54,8 @@ def _experiments_with_records(runs_dir: Path) -> list[str]:
 def build(results_dir: Path, experiments: list[str] | None = None) -> tuple[list[Path], list[str]]:
     """Merge and tabulate each experiment; return (files written, experiments whose tables raised).
 
-    An experiment whose every record was skipped keeps its earlier CSV and tables."""
+    An experiment whose every record was skipped keeps its earlier CSV and tables; one with no record file yet (a
+    sweep that has just started) gets empty ones."""
     runs_dir = results_dir / "runs"
     if experiments is None:
         experiments = _experiments_with_records(runs_dir)
@@ -69,7 +70,7 @@ def build(results_dir: Path, experiments: list[str] | None = None) -> tuple[list
         records, skipped = scan_records(results_dir, name)
         for path, reason in skipped:
             _warn(f"skipped {path}: {reason}")
-        if not records:
+        if skipped and not records:
             _warn(f"{name}: no usable record under {runs_dir / name}; its CSV and tables were left as they were")
             continue
         frame = merge_records(results_dir, name, records)
