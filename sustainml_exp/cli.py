@@ -13,6 +13,7 @@ writes no record, finished runs keep theirs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -29,7 +30,14 @@ from sustainml_exp.errors import UserError
 from sustainml_exp.provenance import export_submit_git_state
 from sustainml_exp.registry import get_family, register_schemas
 from sustainml_exp.results import check_writable
-from sustainml_exp.slurm import SLURM_LAUNCHER, scheduler_problem, submitit_plugin_problem, wait_for_array
+from sustainml_exp.slurm import (
+    SLURM_LAUNCHER,
+    ArrayEnded,
+    scheduler_problem,
+    stop_waiting_when_array_ends,
+    submitit_plugin_problem,
+    wait_for_array,
+)
 from sustainml_exp.sweeps import PlannedJob, plan_job, summary
 
 CONFIG_MODULE = "sustainml_exp.conf"
@@ -347,15 +355,19 @@ def _run(argv: list[str]) -> None:
         sweep = _planned_jobs(plan)
     sys.argv = [sys.argv[0], *argv]
     export_submit_git_state()
+    slurm_sweep = sweep is not None and plan.launcher == SLURM_LAUNCHER
+    status = 0
     try:
-        _task()
-        status = 0
+        with stop_waiting_when_array_ends(plan.sweep_dir) if slurm_sweep else contextlib.nullcontext():
+            _task()
     except SystemExit as exc:
         if sweep is None:
             raise
         status = 1 if exc.code else 0
+    except ArrayEnded:
+        pass  # every task has left the queue; the records tell what each did
     if sweep is not None:
-        if status and plan.launcher == SLURM_LAUNCHER:
+        if slurm_sweep:
             wait_for_array(plan.sweep_dir)  # the launcher stops waiting at the first task that left no result
         line, failed = summary(sweep, plan.sweep_dir)
         print(f"sml-run: {line}", file=sys.stderr)

@@ -13,10 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cli_helpers import run_cli
 from sustainml_exp import provenance
 from sustainml_exp.results import COMMON_COLUMNS, load_records, merge_records, write_record
-from sustainml_exp.slurm import scheduler_problem
+from sustainml_exp.slurm import ArrayEnded, scheduler_problem, stop_waiting_when_array_ends, wait_for_array
 
 QUICK = ("dataset=synthetic", "epochs=2", "energy=none", "progress=off")
 
@@ -129,6 +131,45 @@ def test_slurm_sweep_value_that_fails_validation_fails_at_submission(sml_run, tm
     proc = sml_run("-m", "hydra/launcher=slurm", *QUICK, "G_R=8,0", env=env)
     _assert_one_line_error(proc, "G_R=0", "allowed")
     assert not (tmp_path / "results").exists()
+
+
+def _submitted_sweep(tmp_path: Path, monkeypatch, squeue: str) -> Path:
+    """A sweep folder with submitit's folder of task 0 of job 12, and a stand-in squeue on PATH."""
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / ".submitit" / "12_0").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\n{squeue}\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return sweep_dir
+
+
+def test_waiting_for_an_array_stops_once_its_tasks_leave_the_queue(tmp_path: Path, monkeypatch) -> None:
+    # squeue lists task 12_1 twice, then nothing: submitit would wait for a killed task's result forever.
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); '
+                                 f'echo $((n + 1)) > {tmp_path}/n; [ "$n" -lt 2 ] && echo 12_1; exit 0')
+    started = time.monotonic()
+    with pytest.raises(ArrayEnded):
+        with stop_waiting_when_array_ends(sweep_dir, poll_s=0.05):
+            time.sleep(30)
+    assert time.monotonic() - started < 10
+    assert int((tmp_path / "n").read_text()) == 4  # queued, queued, gone, gone
+
+
+def test_an_array_still_queued_keeps_the_launcher_waiting(tmp_path: Path, monkeypatch) -> None:
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, "echo 12_1")
+    with stop_waiting_when_array_ends(sweep_dir, poll_s=0.05):
+        time.sleep(0.5)  # no ArrayEnded
+
+
+def test_wait_for_array_polls_until_slurm_no_longer_lists_the_jobs(tmp_path: Path, monkeypatch) -> None:
+    # Listed twice, then gone for good: squeue refuses ids slurmctld has forgotten (MinJobAge after their end).
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); '
+                                 f'echo $((n + 1)) > {tmp_path}/n; [ "$n" -lt 2 ] && echo 12_1 && exit 0; '
+                                 "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    wait_for_array(sweep_dir, poll_s=0.05)
+    assert int((tmp_path / "n").read_text()) == 3
 
 
 def test_slurm_launcher_needs_a_sweep(sml_run) -> None:
