@@ -1,7 +1,7 @@
 """A bad record, a failed sweep job, a full disk or a signal never cost a user the results already finished.
 
-Most tests share one local multirun under umask 027 with an ok job and a failed one (flickr has no data here);
-tests that change its results work on a copy.
+Most tests share one local multirun under umask 027 (an ok job, two failed ones and one whose record the store
+cannot take at the end); tests that change its results work on a copy.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sustainml_exp.cli import plan_command, run_main
 from sustainml_exp.registry import Family
 from sustainml_exp.results import COMMON_COLUMNS, load_records, record_paths, write_record
 from sustainml_exp.runner import run_identity
+from sustainml_exp.sweeps import plan_job, summary
 from sustainml_exp.tables.cli import main as tables_main
 
 # One thread: on a shared 2-core machine OpenMP's waiting threads double the time of these tiny runs.
@@ -71,8 +72,6 @@ def test_multirun_ends_with_a_summary_naming_failed_runs_and_exits_1(sweep) -> N
 
 
 def test_summary_counts_a_job_an_ok_record_made_a_skip(tmp_path: Path) -> None:
-    from sustainml_exp.sweeps import plan_job, summary
-
     record = {"run_id": "a-s0", "experiment": "gnn_blockquant", "status": "ok", "started_utc": "2026-01-01"}
     write_record({**{c: "" for c in COMMON_COLUMNS}, **record}, record_paths(tmp_path, "gnn_blockquant", "a-s0", None))
     jobs = [plan_job("a-s0", tmp_path, "gnn_blockquant", skip=True),
