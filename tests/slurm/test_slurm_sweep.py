@@ -55,12 +55,15 @@ def test_sweep_is_one_array_with_one_record_per_task_and_a_rerun_skips_finished_
                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     # Merging while tasks are still writing must always succeed.
     merges = 0
-    while sweep.poll() is None:
-        if (tmp_path / "results" / "runs").is_dir():
-            merged = run_cli(SML_TABLES, "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
-            assert merged.returncode == 0, merged.stderr
-            merges += 1
-        time.sleep(1)
+    try:
+        while sweep.poll() is None:
+            if (tmp_path / "results" / "runs").is_dir():
+                merged = run_cli(SML_TABLES, "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+                assert merged.returncode == 0, merged.stderr
+                merges += 1
+            time.sleep(1)
+    finally:
+        sweep.kill()  # a failed check must not leave sml-run waiting on a cluster that is about to stop
     output = sweep.stdout.read()
     assert sweep.returncode == 1, output[-4000:]
 
