@@ -9,7 +9,8 @@ import pytest
 
 from cli_helpers import SML_RUN, run_cli
 
-pytestmark = pytest.mark.slow
+# Two full-size trainings in one fixture, each bounded by run_cli's own 1200 s: the suite's 900 s default is too short.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * 1200 + 60)]
 
 ARXIV_CLASSES = 40
 
