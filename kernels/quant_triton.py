@@ -15,18 +15,26 @@ a multiply followed by an add is never contracted into an FMA. Hash keys travel 
 every keyed kernel compiles once whatever the seed. Offsets are int64 and byte counts come from the host, so nothing
 wraps in int32 past 2^31 values.
 
-Quantization takes one of two layouts, both producing the reference's bytes:
+Quantization takes one of four layouts (``quantize_path`` picks), all producing the reference's bytes:
 
-* row tiles (groups of even length whose codes fill whole bytes): ROWS groups per program as [ROWS, HALF, 2]
+* slabs (groups of 16 to 256 values, a power of two, codes of 2 to 8 bits): each thread holds one slab of 4 * VECS
+  consecutive values of a group, so loads are whole vectors, min/max reduce in registers but for a few shuffles
+  between the group's threads, and the noise hashes of a slab differ only by an xor after their first round
+  (``hash_at_aligned``);
+* row tiles (other groups of even length whose codes fill whole bytes): ROWS groups per program as [ROWS, HALF, 2]
   tiles, value 2j + t of a chunk at [:, j, t], so one hash serves both values of a noise pair; a group fits one
   chunk (fused: the tile stays in registers) or is walked in n_chunks chunks twice (looped: min/max, then codes).
   Groups of at most ``_THREAD_ROW_MAX`` values get their min/max one thread per group. Programs whose groups are
   complete and tile their chunks exactly run without bounds checks; one checked launch covers the rest;
-* general (groups that end mid-byte, or of odd length): a statistics kernel (one group per thread) writes the
-  metadata and (mn, inv) per group, then a flat kernel over byte-aligned blocks fetches each value's (mn, inv) by
-  its group, found with a multiply-high from the program's first group (an fp64 reciprocal, no 64-bit division).
+* one pass (groups that end mid-byte, or of odd length, from 32 values to about 4000, codes of 2 to 8 bits): a
+  program takes whole-byte blocks of ROWS groups, writes their metadata from several threads per group, then,
+  after a barrier, quantizes the block as a flat tile of 4 * VECS values per thread, each meeting at most two
+  groups whose (mn, inv) it reads back;
+* two passes (the other such groups): a statistics kernel (one group per thread) writes the metadata and (mn, inv)
+  per group, then a flat kernel over byte-aligned blocks fetches each value's (mn, inv) by its group, found with a
+  multiply-high from the program's first group (an fp64 reciprocal, no 64-bit division).
 
-Dequantization uses the same two layouts (row tiles where the quantize kernels use them, else flat).
+Dequantization uses row tiles where the groups fill whole bytes and noise pairs, else a flat kernel.
 
 On CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``import triton``).
 """
@@ -88,6 +96,10 @@ _VALUES_PER_THREAD = 32  # register tiles hold this many values per thread (one 
 _STATS_ROWS, _STATS_UNROLL = 128, 16  # general path step 1: one group per thread, loads unrolled up to 16
 _MIN_EXACT_CHUNK = 32  # smaller power-of-two chunks of a group cost more per value than padding does
 _THREAD_ROW_MAX = 16  # groups up to this long get their statistics one thread per group
+_SLAB_WARPS = 4  # slab kernel programs: 128 threads, 4096 values unchecked (2048 checked)
+_SLAB_VECS = 8  # vectors of 4 values per thread in the unchecked slab kernel (the checked one holds 4)
+_SLAB_MAX = 8  # slabs per group at most in the unchecked kernel: 3 shuffle steps per reduction
+_BLOCK_WARPS, _BLOCK_VECS = 4, 8  # the one-pass general kernel: 4 warps, 32 values per thread
 _FLAT_BLOCK = 4096  # values per program of the general path's flat kernel: a multiple of 8 (whole bytes, pairs)
 _DEQUANT_VALUES = 4096  # values per program of the dequantize kernel
 _MASK_BLOCK_BYTES = 128  # packed mask bytes per program (1024 elements)
@@ -152,8 +164,24 @@ def hash_at(counters, hash_k1, hash_k2):
     recipe)."""
     x = (counters & 0xFFFFFFFF).to(tl.uint32) ^ hash_k1.to(tl.uint32, bitcast=True)
     x ^= x >> 17
+    return _hash_rounds(x, (counters >> 32).to(tl.uint32) ^ hash_k2.to(tl.uint32, bitcast=True))
+
+
+@triton.jit
+def hash_at_aligned(block, offsets, hash_k1, hash_k2):
+    """hash_at(block + offsets) for int64 ``block`` a multiple of a power of two above every int32 ``offsets``
+    value, offsets < 2^17: block + offsets is then block ^ offsets, its high word is block's, and the first round's
+    xorshift commutes with the xor ((b ^ o) >> 17 = b >> 17), so all that runs per counter is one xor."""
+    x = (block & 0xFFFFFFFF).to(tl.uint32) ^ hash_k1.to(tl.uint32, bitcast=True)
+    x ^= x >> 17
+    return _hash_rounds(x ^ offsets.to(tl.uint32), (block >> 32).to(tl.uint32) ^ hash_k2.to(tl.uint32, bitcast=True))
+
+
+@triton.jit
+def _hash_rounds(x, high_key):
+    """The rest of hash_at from its first multiply, for x after the first xorshift and high_key = c_hi ^ k2."""
     x = x * 0xED5AD4BB
-    x += (counters >> 32).to(tl.uint32) ^ hash_k2.to(tl.uint32, bitcast=True)
+    x += high_key
     x ^= x >> 11
     x = x * 0xAC4C1B51
     x ^= x >> 15
@@ -388,6 +416,179 @@ def _quantize_aligned_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_t
             x, valid = _load_rows(x_ptr, group_start, group_len, group_valid, chunk, HALF, MASKED)
             quantize_rows(x, valid, payload_ptr, group_start, group_bytes, group_valid, mn, inv, chunk, hash_k1,
                           hash_k2, *vm, BITS, LEVELS_TOP, USE_VM, ROWS, HALF, MASKED)
+
+
+@triton.jit
+def pack_vectors(codes, BITS: tl.constexpr):
+    """[..., 4] codes of 4 consecutive values -> [..., BITS // 2] bytes in memory order (BITS in 2, 4, 8)."""
+    if BITS == 2:  # reshaped, not keep_dims: the VM slab kernel then needs 64 registers instead of 99 on sm_90
+        packed = tl.reshape(tl.sum(codes << (tl.arange(0, 4) * 2), axis=len(codes.shape) - 1),
+                            codes.shape[:-1] + (1,))
+    elif BITS == 4:
+        by_byte = tl.reshape(codes, codes.shape[:-1] + (2, 2))
+        packed = tl.sum(by_byte << (tl.arange(0, 2) * 4), axis=len(codes.shape))
+    else:
+        packed = codes
+    return packed.to(tl.uint8)
+
+
+@triton.jit(do_not_specialize=(*_HASH_KEY_ARGS, "tile_base"))
+def _quantize_slab_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_table_ptr, n_packed, n_groups,
+                          group_size, tile_base, hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope,
+                          vm_top_slope, BITS: tl.constexpr, LEVELS_TOP: tl.constexpr, USE_VM: tl.constexpr,
+                          ROWS: tl.constexpr, SLABS: tl.constexpr, VECS: tl.constexpr, MASKED: tl.constexpr):
+    """Groups of SLABS * VECS * 4 values, each thread holding one slab of 4 * VECS consecutive values of one group.
+    The tile is [VECS, ROWS, SLABS, 4]: value 4 * (VECS * s + c) + e of group r at [c, r, s, e]. Only its last axis
+    is contiguous in memory, so the compiler gives a thread whole 4-value vectors along it, then spreads threads over
+    slabs and rows and keeps the leading axis (a slab's vectors) in the thread's registers: a group's reduction is
+    local but for log2(SLABS) shuffles, and its per-group work is done by SLABS threads instead of a whole row tile."""
+    groups = (tile_base + tl.program_id(0)).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    group_start = groups * group_size
+    vec = (tl.arange(0, SLABS)[None, None, :] * VECS + tl.arange(0, VECS)[:, None, None])  # [VECS, 1, SLABS]
+    cols = vec[:, :, :, None] * 4 + tl.arange(0, 4)[None, None, None, :]
+    ptrs = x_ptr + group_start[None, :, None, None] + cols
+    if MASKED:
+        group_valid = groups < n_groups
+        group_len = tl.minimum(n_packed - group_start, group_size).to(tl.int32)
+        valid = group_valid[None, :, None, None] & (cols < group_len[None, :, None, None])
+        x = to_f32_exact(tl.load(ptrs, mask=valid, other=float("nan")))
+    else:
+        group_valid = None
+        x = to_f32_exact(tl.load(ptrs))
+    # Per group and slab ([ROWS, SLABS], one per thread): the group's statistics stay where the slabs are, and
+    # slab 0 stores them (a [ROWS] result would be re-laid out through shared memory to be stored).
+    slab = tl.arange(0, SLABS)[None, :]
+    lo = tl.broadcast_to(tl.min(tl.min(tl.min(x, axis=3), axis=0), axis=1)[:, None], (ROWS, SLABS))
+    hi = tl.broadcast_to(tl.max(tl.max(tl.max(x, axis=3), axis=0), axis=1)[:, None], (ROWS, SLABS))
+    mn, rng = group_range(lo, hi)
+    stat_mask = slab == 0
+    if MASKED:
+        stat_mask = stat_mask & group_valid[:, None]
+    tl.store(mins_ptr + groups[:, None] + slab, bf16_exact(mn), mask=stat_mask)
+    tl.store(ranges_ptr + groups[:, None] + slab, bf16_exact(rng), mask=stat_mask)
+    inv = group_inverse(rng, inverse_table_ptr)
+    fixed = fixed_point(x, mn[None, :, :, None], inv[None, :, :, None], vm_low_end, vm_mid_end, vm_low_slope,
+                        vm_mid_slope, vm_top_slope, USE_VM)
+    # Pair counters: the slab's first pair (a multiple of 2 * VECS: groups and slabs are) plus 2 * c + p.
+    slab_pair = (group_start >> 1)[None, :, None, None] + (slab * (2 * VECS))[None, :, :, None]
+    pair_offsets = tl.arange(0, VECS)[:, None, None, None] * 2 + tl.arange(0, 2)[None, None, None, :]
+    h = hash_at_aligned(slab_pair, pair_offsets, hash_k1, hash_k2)
+    noise = tl.reshape(tl.join(h & 0xFFFF, h >> 16).to(tl.int32), (VECS, ROWS, SLABS, 4))
+    codes = round_codes(fixed, noise, LEVELS_TOP)
+    if MASKED:
+        codes = tl.where(valid, codes, 0)
+    VEC_BYTES: tl.constexpr = BITS // 2  # one vector of 4 codes -> BITS / 2 bytes
+    byte_in_group = vec[:, :, :, None] * VEC_BYTES + tl.arange(0, VEC_BYTES)[None, None, None, :]
+    byte_ptrs = payload_ptr + (group_start * BITS // 8)[None, :, None, None] + byte_in_group
+    if MASKED:
+        group_bytes = (group_len * BITS + 7) // 8
+        byte_valid = group_valid[None, :, None, None] & (byte_in_group < group_bytes[None, :, None, None])
+        tl.store(byte_ptrs, pack_vectors(codes, BITS), mask=byte_valid)
+    else:
+        tl.store(byte_ptrs, pack_vectors(codes, BITS))
+
+
+@triton.jit(do_not_specialize=(*_HASH_KEY_ARGS, "tile_base"))
+def _quantize_blocks_kernel(x_ptr, payload_ptr, mins_ptr, ranges_ptr, inverse_table_ptr, n_packed, n_groups,
+                            n_bytes, tile_base, hash_k1, hash_k2, vm_low_end, vm_mid_end, vm_low_slope, vm_mid_slope,
+                            vm_top_slope, GROUP: tl.constexpr, ROWS: tl.constexpr, STAT_ROWS: tl.constexpr,
+                            SLOTS: tl.constexpr, VECS: tl.constexpr, BITS: tl.constexpr, LEVELS_TOP: tl.constexpr,
+                            USE_VM: tl.constexpr, MASKED: tl.constexpr):
+    """General path in one pass: ROWS consecutive groups of any length GROUP >= 4 * VECS per program (ROWS * GROUP *
+    BITS a multiple of 8, so programs own whole bytes).
+
+    Step 1, statistics: SLOTS threads per group ([STAT_ROWS, SLOTS], STAT_ROWS >= ROWS), each walking SLOT_LEN
+    consecutive values; the metadata goes to mins/ranges. Step 2, after a barrier: the values as a flat
+    [VECS, threads, 4] tile over a window that starts on a multiple of 4 * VECS values at or before the block (so
+    vector loads stay aligned and every thread's pairs start on a multiple of 2 * VECS); a thread's 4 * VECS values
+    meet at most two groups (GROUP >= 4 * VECS), whose (mn, inv) it reads back from the metadata just written."""
+    THREADS: tl.constexpr = STAT_ROWS * SLOTS  # one statistics slot per thread
+    PER_THREAD: tl.constexpr = 4 * VECS
+    BLOCK: tl.constexpr = ROWS * GROUP
+    SLOT_LEN: tl.constexpr = (GROUP + SLOTS - 1) // SLOTS
+    FULL_STEPS: tl.constexpr = GROUP - (SLOTS - 1) * SLOT_LEN  # steps in which every slot holds a value
+    first_group = (tile_base + tl.program_id(0)).to(tl.int64) * ROWS
+    block_start = first_group * GROUP
+
+    row = tl.arange(0, STAT_ROWS)[:, None]
+    slot = tl.arange(0, SLOTS)[None, :]
+    row_valid = row < ROWS
+    if MASKED:
+        row_valid = row_valid & (first_group + row < n_groups)
+    slot_start = row * GROUP + slot * SLOT_LEN
+    slot_ptrs = x_ptr + block_start + slot_start
+    if MASKED:
+        slot_len = tl.minimum(GROUP - slot * SLOT_LEN, n_packed - block_start - slot_start)
+    lo = tl.full([STAT_ROWS, SLOTS], float("inf"), tl.float32)
+    hi = tl.full([STAT_ROWS, SLOTS], float("-inf"), tl.float32)
+    for k in tl.static_range(SLOT_LEN):
+        if MASKED:
+            mask = row_valid & (k < slot_len)
+        elif k < FULL_STEPS:
+            mask = row_valid
+        else:
+            mask = row_valid & (slot * SLOT_LEN + k < GROUP)
+        v = to_f32_exact(tl.load(slot_ptrs + k, mask=mask, other=float("nan")))
+        lo = tl.minimum(lo, v)
+        hi = tl.maximum(hi, v)
+    lo = tl.broadcast_to(tl.min(lo, axis=1)[:, None], (STAT_ROWS, SLOTS))
+    hi = tl.broadcast_to(tl.max(hi, axis=1)[:, None], (STAT_ROWS, SLOTS))
+    mn, rng = group_range(lo, hi)
+    stat_mask = row_valid & (slot == 0)
+    tl.store(mins_ptr + first_group + row + slot, bf16_exact(mn), mask=stat_mask)
+    tl.store(ranges_ptr + first_group + row + slot, bf16_exact(rng), mask=stat_mask)
+    tl.debug_barrier()  # step 2 reads the metadata other threads just wrote
+
+    if BLOCK % PER_THREAD == 0:  # every block starts a window: bounds are constants, per thread
+        window = block_start
+        lead = 0
+    else:
+        window = block_start // PER_THREAD * PER_THREAD
+        lead = (block_start - window).to(tl.int32)  # values of the window before the block
+    thread = tl.arange(0, THREADS)[None, :, None]
+    vec = thread * VECS + tl.arange(0, VECS)[:, None, None]  # [VECS, THREADS, 1], window-relative vectors
+    local = vec * 4 + tl.arange(0, 4)[None, None, :]
+    block_end = lead + BLOCK
+    if MASKED:
+        block_end = tl.minimum(n_packed - window, block_end).to(tl.int32)
+        x = to_f32_exact(tl.load(x_ptr + window + local, mask=local < block_end, other=0.0))
+    else:
+        x = to_f32_exact(tl.load(x_ptr + window + local, mask=vec * 4 < block_end, other=0.0))
+    # The thread's first value lies in block group g (-1: before the block); group g + 1 starts at its value
+    # `boundary`. GROUP is a constant, so the division is a multiply.
+    thread_start = thread * PER_THREAD - lead
+    g = (thread_start + GROUP) // GROUP - 1
+    boundary = (g + 1) * GROUP - thread_start
+    first_valid = (g >= 0) & (g < ROWS)
+    second_valid = g + 1 < ROWS
+    if MASKED:
+        first_valid = first_valid & (first_group + g < n_groups)
+        second_valid = second_valid & (first_group + g + 1 < n_groups)
+    stat_ptrs = first_group + g
+    mn0 = to_f32_exact(tl.load(mins_ptr + stat_ptrs, mask=first_valid, other=0.0))
+    inv0 = group_inverse(to_f32_exact(tl.load(ranges_ptr + stat_ptrs, mask=first_valid, other=0.0)),
+                         inverse_table_ptr)
+    mn1 = to_f32_exact(tl.load(mins_ptr + stat_ptrs + 1, mask=second_valid, other=0.0))
+    inv1 = group_inverse(to_f32_exact(tl.load(ranges_ptr + stat_ptrs + 1, mask=second_valid, other=0.0)),
+                         inverse_table_ptr)
+    # Compared as the value's constant index within the thread, so each test is one compare with an immediate.
+    in_first = tl.arange(0, VECS)[:, None, None] * 4 + tl.arange(0, 4)[None, None, :] < boundary
+    fixed = fixed_point(x, tl.where(in_first, mn0, mn1), tl.where(in_first, inv0, inv1), vm_low_end, vm_mid_end,
+                        vm_low_slope, vm_mid_slope, vm_top_slope, USE_VM)
+    # The window starts on a multiple of PER_THREAD values, so each thread's first pair on a multiple of 2 * VECS.
+    pair_offsets = tl.arange(0, VECS)[:, None, None] * 2 + tl.arange(0, 2)[None, None, :]
+    h = hash_at_aligned((window >> 1) + thread * (2 * VECS), pair_offsets, hash_k1, hash_k2)
+    noise = tl.reshape(tl.join(h & 0xFFFF, h >> 16).to(tl.int32), (VECS, THREADS, 4))
+    codes = round_codes(fixed, noise, LEVELS_TOP)
+    if MASKED:  # padding codes share the last byte with real ones
+        codes = tl.where(local < block_end, codes, 0)
+    VEC_BYTES: tl.constexpr = BITS // 2
+    byte_local = vec * VEC_BYTES + tl.arange(0, VEC_BYTES)[None, None, :]
+    # The block starts and ends on whole bytes; the window's bytes outside it belong to other programs.
+    byte_valid = (byte_local >= lead * BITS // 8) & (byte_local < (lead + BLOCK) * BITS // 8)
+    if MASKED:
+        byte_valid = byte_valid & (byte_local < n_bytes - window * BITS // 8)
+    tl.store(payload_ptr + window * BITS // 8 + byte_local, pack_vectors(codes, BITS), mask=byte_valid)
 
 
 @triton.jit(do_not_specialize=("tile_base",))
@@ -663,6 +864,65 @@ def row_tiling(group_size: int, n_groups: int, bits: int) -> RowTiling:
     return RowTiling(rows, chunk, -(-group_size // chunk))
 
 
+def slab_vectors(group_size: int, bits: int) -> int:
+    """Vectors of 4 values per thread of the unchecked slab kernel for groups of ``group_size`` (0: the kernel does
+    not take them). Groups must split into a power of two (at most _SLAB_MAX) of slabs of 4 * _SLAB_VECS values, or
+    of 16 values (the checked kernel's slabs, which need a power of two too), with every 4 codes filling whole bytes."""
+    if bits == 1 or group_size % 16 or (group_size // 16) & (group_size // 16 - 1):
+        return 0
+    vecs = _SLAB_VECS if group_size % (4 * _SLAB_VECS) == 0 else 4
+    return vecs if group_size // (4 * vecs) <= _SLAB_MAX else 0
+
+
+def block_layout(group_size: int, bits: int) -> tuple[int, int, int] | None:
+    """(ROWS, STAT_ROWS, SLOTS) of the one-pass general kernel for groups of ``group_size``, or None where it does
+    not apply: groups shorter than a thread's values, 1-bit codes, or groups too long for ROWS whole-byte groups
+    to fit a window."""
+    per_thread = 4 * _BLOCK_VECS
+    if bits == 1 or group_size < per_thread:
+        return None
+    unit = 8 // math.gcd(group_size * bits, 8)  # groups whose codes end on a byte boundary
+    # The window spans 32 * warps threads' values and may start up to per_thread - 1 values before the block.
+    units = (32 * _BLOCK_WARPS * per_thread - per_thread + 1) // (unit * group_size)
+    if units == 0:
+        return None
+    rows = units * unit
+    stat_rows = next_pow2(rows)
+    return rows, stat_rows, 32 * _BLOCK_WARPS // stat_rows
+
+
+QUANTIZE_PATHS = ("slab", "fused", "looped", "one-pass", "two-pass")
+
+
+def row_aligned(group_size: int, bits: int) -> bool:
+    """Whether every group's codes fill whole bytes and its values whole noise pairs (the row tiles' layout)."""
+    return group_size * bits % 8 == 0 and group_size % 2 == 0
+
+
+def quantize_path(group_size: int, bits: int) -> str:
+    """Which of QUANTIZE_PATHS ``quantize_pack_triton`` takes for groups of ``group_size`` values of ``bits`` bits
+    (the module docstring describes each)."""
+    if slab_vectors(group_size, bits):
+        return "slab"
+    if row_aligned(group_size, bits):
+        return "looped" if group_size > MAX_GROUP_TILE else "fused"
+    return "two-pass" if block_layout(group_size, bits) is None else "one-pass"
+
+
+def _slab_launches(kernel, group_size: int, vecs: int, n_full: int, n_groups: int, args: tuple, tail_args: tuple,
+                   meta: dict) -> None:
+    """Launch the slab kernel: unchecked programs over whole tiles of complete groups, then checked ones for the
+    rest, with slabs of 4 vectors (bounds checks cost registers)."""
+    first_checked = 0
+    for vecs, masked in ((vecs, False), (4, True)):
+        rows = 32 * _SLAB_WARPS * 4 * vecs // group_size
+        n_tiles = (n_full - first_checked) // rows if not masked else triton.cdiv(n_groups - first_checked, rows)
+        if n_tiles:
+            kernel[(n_tiles,)](*args, first_checked // rows, *tail_args, ROWS=rows, SLABS=group_size // (4 * vecs),
+                               VECS=vecs, MASKED=masked, num_warps=_SLAB_WARPS, **meta)
+        first_checked += n_tiles * rows
+
+
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, at_most + 1) if n % d == 0)
 
@@ -728,12 +988,33 @@ def quantize_pack_triton(x: torch.Tensor, bits: int, group_size: int, seed: int,
     keys = kernel_keys(seed)
     vm_args = vm_kernel_args(vm_a)
     constants = {"BITS": bits, "LEVELS_TOP": (1 << bits) - 1, "USE_VM": vm_a is not None, **_NO_FMA}
-    if group_size * bits % 8 == 0 and group_size % 2 == 0:
+    path = quantize_path(group_size, bits)
+    common = (flat, payload, mins, ranges, inverse_table(bits, flat.device), n_packed, n_groups)
+    if path == "slab":
+        _slab_launches(_quantize_slab_kernel, group_size, slab_vectors(group_size, bits), n_full, n_groups,
+                       (*common, group_size), (*keys, *vm_args), constants)
+        return PackedRef(payload, mins, ranges, tail)
+    if path in ("fused", "looped"):
         tiling = row_tiling(group_size, n_groups, bits)
-        _row_launches(_quantize_aligned_kernel, tiling, group_size, n_full, n_groups,
-                      (flat, payload, mins, ranges, inverse_table(bits, flat.device), n_packed, n_groups, group_size),
+        _row_launches(_quantize_aligned_kernel, tiling, group_size, n_full, n_groups, (*common, group_size),
                       (*keys, *vm_args), {"HALF": tiling.chunk // 2, "LOOPED": tiling.n_chunks > 1,
                                           "ROW_UNROLL": _row_unroll(tiling, group_size), **constants})
+        return PackedRef(payload, mins, ranges, tail)
+    if path == "one-pass":
+        rows, stat_rows, slots = block_layout(group_size, bits)
+        whole_tiles = n_full // rows
+        if whole_tiles and whole_tiles * rows * group_size + 3 > flat.numel():
+            whole_tiles -= 1  # the unchecked loads read whole vectors, up to 3 values past a block's end
+        args = (*common, payload.numel())
+        meta = {"GROUP": group_size, "ROWS": rows, "STAT_ROWS": stat_rows, **constants}
+        if whole_tiles:
+            _quantize_blocks_kernel[(whole_tiles,)](*args, 0, *keys, *vm_args, SLOTS=slots, VECS=_BLOCK_VECS,
+                                                    MASKED=False, num_warps=_BLOCK_WARPS, **meta)
+        if whole_tiles * rows < n_groups:
+            # Bounds checks cost registers: the same window over twice the threads, half the values each.
+            _quantize_blocks_kernel[(triton.cdiv(n_groups - whole_tiles * rows, rows),)](
+                *args, whole_tiles, *keys, *vm_args, SLOTS=2 * slots, VECS=_BLOCK_VECS // 2, MASKED=True,
+                num_warps=2 * _BLOCK_WARPS, **meta)
         return PackedRef(payload, mins, ranges, tail)
     stats = torch.empty(n_groups, 2, dtype=torch.float32, device=flat.device)  # (mn, inv) per group
     stats_tiles = n_full // _STATS_ROWS  # tiles of complete groups: no bounds checks
@@ -777,7 +1058,7 @@ def unpack_dequantize_triton(payload: torch.Tensor, mins: torch.Tensor, ranges: 
         constants = {"BITS": bits, "USE_VM": vm_a is not None, **_NO_FMA}
         stored = (payload.contiguous(), mins.to(torch.bfloat16).contiguous(), ranges.to(torch.bfloat16).contiguous())
         n_groups = mins.numel()
-        if group_size * bits % 8 == 0 and group_size % 2 == 0:  # the quantize kernels' row layout
+        if row_aligned(group_size, bits):
             tiling = row_tiling(group_size, n_groups, bits)
             _row_launches(_dequantize_rows_kernel, tiling, group_size, n_packed // group_size, n_groups,
                           (*stored, out, n_packed, n_groups, group_size), (levels[1], *vm_levels),

@@ -18,11 +18,11 @@ What is compared, and why nothing has a tolerance:
   correctly rounded division, so any difference, however small, is a bug (an FMA contraction, flushed
   subnormals, a fast division) that a tolerance would hide. The printed max abs diff says how far off it is.
 
-Cases: the fused, looped and general quantize paths; G_R (rows per quantization block) = 1, 2, 64 and 128 on row
-counts that are not multiples of the block and on odd feature counts; bits 2 (uniform and variance-minimised
-levels), 4 and 8; ragged last groups as short groups and as raw fp32 tails; fp16/bf16 inputs; zero-range,
-subnormal and signed-zero values; the fused projection (r <= 64, byte-aligned groups) and its unfused fallback
-(r > 64 or groups ending mid-byte), on a strided input too; relu/dropout masks with inf/NaN inputs. Without
+Cases: every quantize path (slab, fused, looped, one-pass and two-pass general); G_R (rows per quantization block) =
+1, 2, 64 and 128 on row counts that are not multiples of the block and on odd feature counts; bits 2 (uniform and
+variance-minimised levels), 4 and 8; ragged last groups as short groups and as raw fp32 tails; fp16/bf16 inputs;
+zero-range, subnormal and signed-zero values; the fused projection (r <= 64, byte-aligned groups) and its unfused
+fallback (r > 64 or groups ending mid-byte), on a strided input too; relu/dropout masks with inf/NaN inputs. Without
 ``--small`` a Flickr-sized layer (4099 x 500 -> r = 63) and the arxiv-sized 169343 x 128 activation (r = 16) are
 added; on CUDA the torch reference is also compared between CUDA and CPU on the small cases, because the torch
 backend on CUDA must write the same bytes as on CPU.
@@ -187,7 +187,8 @@ def _shape_name(shape: tuple[int, ...]) -> str:
 def _quant_cases(small: bool) -> Iterator[tuple[tuple[int, int], torch.dtype, int, bool, int, bool, bool]]:
     """(shape, dtype, bits, vm, G_R, fp32_tail, specials). Row counts are no multiple of 64 or 128, and the
     G_R = 64 / 128 blocks of the small shapes are longer than the tensor (one short group) or end ragged."""
-    shapes = [(37, 24), (300, 7)] + ([] if small else [ARXIV, (4099, 63)])
+    # (45, 16): slab groups, (21, 33): one-pass groups at G_R = 1 and 2
+    shapes = [(37, 24), (300, 7), (45, 16), (21, 33)] + ([] if small else [ARXIV, (4099, 63)])
     for shape in shapes:
         specials = shape[0] < 1000
         for g_r in G_RS:
@@ -229,7 +230,7 @@ def _check_quantize(run: Runner, ref, qt, vm_level: Callable[[int], float], dev:
         x = x_cpu.to(dev)
         gs = g_r * shape[1]
         vm_a = vm_level(gs) if vm else None
-        path = "general" if gs * bits % 8 else ("looped" if gs > qt.MAX_GROUP_TILE else "fused")
+        path = qt.quantize_path(gs, bits)
         case = (f"{_shape_name(shape)} {DTYPE_NAMES[dtype]} bits={bits}{'vm' if vm else ''} G_R={g_r} gs={gs} "
                 f"{path}{' tail' if tail else ''}")
         args = (bits, gs, SEED, vm_a, tail)

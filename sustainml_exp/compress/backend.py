@@ -179,6 +179,9 @@ def _mismatch(name: str, got: Any, want: Any) -> str | None:
 # last group, VM levels with a raw tail, 4-bit, and the general path (groups ending mid-byte).
 _SELF_CHECK_QUANTIZE = ((2, 96, 7, None, False), (2, 96, 7, 1.1, True), (4, 24, 8, None, False), (2, 7, 9, None, False))
 _LOOPED_GROUP = 8192  # BatchNorm's block at G/R = 64 on 128 features: wider than a register tile, so looped
+# (bits, group_size, seed, vm_a, fp32_tail) on the wide tensor, long enough for unchecked and checked programs: slabs
+# (power-of-two groups of 16 to 256 values) with VM levels and a raw tail, and the one-pass general kernel (G=63).
+_SELF_CHECK_WIDE = ((2, _LOOPED_GROUP, 7, None, False), (2, 32, 7, 1.1, True), (2, 63, 9, None, False))
 # (r, proj_seed, bits, group_size, seed): a ragged last group; r past one sign word; r of the tl.dot fast path.
 _SELF_CHECK_PROJECTIONS = ((5, 11, 2, 20, 3), (65, 11, 2, 65, 3), (16, 11, 2, 64, 3))
 
@@ -217,8 +220,9 @@ def fast_projection_problem(packed: Any, x: torch.Tensor, args: tuple) -> str | 
 @lru_cache(maxsize=16)
 def _self_check(backend: Backend, device_type: str, device_index: int | None) -> str | None:
     """None when ``backend`` reproduces the torch reference on this device, else why not: byte for byte for
-    packing (fused, looped and general quantize paths; fp32, fp16 and bf16 inputs), masks and the exact
-    projection (r within and past one sign word); to within one quantization level for the fast projection.
+    packing (fused, slab, looped, one-pass and two-pass general quantize paths; fp32, fp16 and bf16 inputs),
+    masks and the exact projection (r within and past one sign word); to within one quantization level for the
+    fast projection.
     Kernels that compile but compute differently on some GPU would otherwise corrupt a whole training run
     silently; this costs a few milliseconds once per process and device."""
     device = torch.device(device_type, device_index)
@@ -226,7 +230,7 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None) ->
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(37, 24, generator=gen).to(device)
         wide = torch.randn(2 * _LOOPED_GROUP + 100, generator=gen).to(device)  # two looped groups, a short one
-        cases = [(x, args) for args in _SELF_CHECK_QUANTIZE] + [(wide, (2, _LOOPED_GROUP, 7, None, False))]
+        cases = [(x, args) for args in _SELF_CHECK_QUANTIZE] + [(wide, args) for args in _SELF_CHECK_WIDE]
         cases += [(x.to(dtype), _SELF_CHECK_QUANTIZE[0]) for dtype in (torch.float16, torch.bfloat16)]
         for tensor, args in cases:
             if problem := _quantize_problem(backend, tensor, args):

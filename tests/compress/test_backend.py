@@ -10,6 +10,7 @@ import torch
 
 from sustainml_exp.compress import backend as backend_module
 from sustainml_kernels.quant_ref import rademacher_ref
+from sustainml_kernels.quant_triton import QUANTIZE_PATHS, quantize_path
 
 
 def _broken_backend() -> backend_module.Backend:
@@ -77,8 +78,8 @@ def _wrong_when(condition):
 
 
 @pytest.mark.parametrize(("what", "condition"), [
-    ("looped", lambda x, bits, group_size: group_size > 4096),  # BatchNorm's G/R = 64 blocks
-    ("general", lambda x, bits, group_size: group_size * bits % 8 != 0),  # groups ending mid-byte
+    *[(path, lambda x, bits, group_size, path=path: quantize_path(group_size, bits) == path)
+      for path in QUANTIZE_PATHS],
     ("fp16", lambda x, bits, group_size: x.dtype == torch.float16),
     ("bf16", lambda x, bits, group_size: x.dtype == torch.bfloat16),
 ])

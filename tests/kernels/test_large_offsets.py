@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -84,27 +85,51 @@ def _randn(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 3
 
 
-@pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
-@pytest.mark.parametrize("masked", [False, True], ids=["bulk", "tail"])
-@pytest.mark.parametrize("group_size", [16, 1024], ids=["thread-per-group-stats", "row-tile-stats"])
-def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: bool, group_size: int) -> None:
-    bits = 2
-    tiling = qt.row_tiling(group_size, n_total // group_size, bits)
-    tile = n_total // group_size // tiling.rows - 1  # a program near the end
-    start = tile * tiling.rows * group_size
-    n_groups = n_total // group_size + masked  # the tail case ends in a short group inside the window
-    n_packed = start + (tiling.rows - 1) * group_size + group_size // 2 + 2 if masked else n_total
-    n = n_packed - start if masked else tiling.rows * group_size
-    x = _randn(n, seed=1)
+@dataclass
+class _TileWindow:
+    """The program near the end of a virtual tensor of n_total values whose programs take ``rows`` groups each (tile:
+    its id; masked: the window ends in a short group), its input values and zeroed outputs, and the shifts that place
+    them at their flat offsets."""
+    tile: int
+    start: int
+    first_group: int
+    n_groups: int
+    n_packed: int
+    x: torch.Tensor
+    payload: torch.Tensor
+    mins: torch.Tensor
+    ranges: torch.Tensor
+    shifts: dict[int, int]
+
+
+def _tile_window(n_total: int, group_size: int, rows: int, bits: int, masked: bool, seed: int) -> _TileWindow:
+    tile = n_total // group_size // rows - 1
+    start = tile * rows * group_size
+    n_groups = n_total // group_size + masked
+    n_packed = start + (rows - 1) * group_size + group_size // 2 + 2 if masked else n_total
+    n = n_packed - start if masked else rows * group_size
+    x = _randn(n, seed=seed)
     payload = torch.zeros(-(-n * bits // 8), dtype=torch.uint8)
     mins = torch.zeros(-(-n // group_size), dtype=torch.bfloat16)
     ranges = torch.zeros_like(mins)
     first_group = start // group_size
     shifts = {x.data_ptr(): 4 * start, payload.data_ptr(): start * bits // 8, mins.data_ptr(): 2 * first_group,
               ranges.data_ptr(): 2 * first_group}
+    return _TileWindow(tile, start, first_group, n_groups, n_packed, x, payload, mins, ranges, shifts)
+
+
+@pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
+@pytest.mark.parametrize("masked", [False, True], ids=["bulk", "tail"])
+@pytest.mark.parametrize("group_size", [16, 1024], ids=["thread-per-group-stats", "row-tile-stats"])
+def test_row_quantize_and_dequantize_far_into_a_tensor(n_total: int, masked: bool, group_size: int) -> None:
+    bits = 2
+    tiling = qt.row_tiling(group_size, n_total // group_size, bits)
+    w = _tile_window(n_total, group_size, tiling.rows, bits, masked, seed=1)
+    tile, start, first_group, n_groups, n_packed = w.tile, w.start, w.first_group, w.n_groups, w.n_packed
+    x, payload, mins, ranges, n = w.x, w.payload, w.mins, w.ranges, w.x.numel()
     meta = {"BITS": bits, "LEVELS_TOP": 3, "USE_VM": False, "ROWS": tiling.rows, "HALF": tiling.chunk // 2,
             "LOOPED": False, "MASKED": masked, "ROW_UNROLL": qt._row_unroll(tiling, group_size), **qt._NO_FMA}
-    with program_of_virtual_launch(0 if masked else tile, shifts):
+    with program_of_virtual_launch(0 if masked else tile, w.shifts):
         qt._quantize_aligned_kernel[(1,)](x, payload, mins, ranges, qt.inverse_table(bits, x.device), n_packed,
                                           n_groups, group_size, tile if masked else 0, 1, *qt.kernel_keys(SEED),
                                           *qt.vm_kernel_args(None), **meta)
@@ -167,6 +192,55 @@ def test_general_quantize_and_flat_dequantize_far_into_a_tensor(n_total: int, ma
     level = torch.tensor(dequant_level_table(bits, None))[unpack_codes(payload, bits, block).long()]
     group = (torch.arange(block) + offset) // group_size
     assert torch.equal(out, level * ranges.float()[group] + mins.float()[group])
+
+
+@pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
+@pytest.mark.parametrize("masked", [False, True], ids=["bulk", "tail"])
+def test_slab_quantize_far_into_a_tensor(n_total: int, masked: bool) -> None:
+    bits, group_size = 2, 32
+    vecs = qt.slab_vectors(group_size, bits) if not masked else 4  # the checked launch's slabs (_slab_launches)
+    rows = 32 * qt._SLAB_WARPS * 4 * vecs // group_size
+    w = _tile_window(n_total, group_size, rows, bits, masked, seed=5)
+    with program_of_virtual_launch(0 if masked else w.tile, w.shifts):
+        qt._quantize_slab_kernel[(1,)](w.x, w.payload, w.mins, w.ranges, qt.inverse_table(bits, w.x.device),
+                                       w.n_packed, w.n_groups, group_size, w.tile if masked else 0,
+                                       *qt.kernel_keys(SEED), *qt.vm_kernel_args(None), BITS=bits, LEVELS_TOP=3,
+                                       USE_VM=False, ROWS=rows, SLABS=group_size // (4 * vecs), VECS=vecs,
+                                       MASKED=masked, **qt._NO_FMA)
+    want = _window_quantize_ref(w.x, bits, group_size, w.start)
+    assert torch.equal(w.payload, want[0]) and torch.equal(w.mins, want[1]) and torch.equal(w.ranges, want[2])
+
+
+@pytest.mark.parametrize("n_total", [BELOW_2_31, BEYOND_2_32], ids=["i32-sizes", "i64-sizes"])
+@pytest.mark.parametrize("masked", [False, True], ids=["bulk", "tail"])
+@pytest.mark.parametrize(("bits", "group_size"), [(2, 63), (4, 33)], ids=["block-aligned", "window-before-block"])
+def test_one_pass_general_quantize_far_into_a_tensor(n_total: int, masked: bool, bits: int, group_size: int) -> None:
+    """The one-pass kernel reads a window that may start before its block and end past it: its program's values and
+    its own groups' metadata only, at int64 offsets."""
+    rows, stat_rows, slots = qt.block_layout(group_size, bits)
+    block = rows * group_size
+    program = n_total // block - 2
+    start = program * block
+    first_group = start // group_size
+    n_groups = first_group + rows + (0 if masked else 1)
+    n_packed = start + block - group_size // 2 if masked else n_total  # the tail case ends in a short group
+    n = n_packed - start if masked else block
+    margin = 2 * group_size  # real values around the block: the window reads up to 31 before it, 3 after it
+    x = _randn(margin + n + margin, seed=6)
+    payload = torch.zeros(-(-n * bits // 8), dtype=torch.uint8)
+    mins = torch.zeros(-(-n // group_size), dtype=torch.bfloat16)
+    ranges = torch.zeros_like(mins)
+    shifts = {x.data_ptr(): 4 * (start - margin), payload.data_ptr(): start * bits // 8,
+              mins.data_ptr(): 2 * first_group, ranges.data_ptr(): 2 * first_group}
+    layout = {"SLOTS": 2 * slots, "VECS": qt._BLOCK_VECS // 2} if masked else {"SLOTS": slots, "VECS": qt._BLOCK_VECS}
+    with program_of_virtual_launch(0 if masked else program, shifts):
+        qt._quantize_blocks_kernel[(1,)](x, payload, mins, ranges, qt.inverse_table(bits, x.device), n_packed,
+                                         n_groups, -(-n_packed * bits // 8), program if masked else 0,
+                                         *qt.kernel_keys(SEED), *qt.vm_kernel_args(None), GROUP=group_size, ROWS=rows,
+                                         STAT_ROWS=stat_rows, BITS=bits, LEVELS_TOP=(1 << bits) - 1, USE_VM=False,
+                                         MASKED=masked, **layout, **qt._NO_FMA)
+    want = _window_quantize_ref(x[margin: margin + n], bits, group_size, start)
+    assert torch.equal(payload, want[0]) and torch.equal(mins, want[1]) and torch.equal(ranges, want[2])
 
 
 @pytest.mark.parametrize("n_total", [2**31 + 8 * qt._MASK_BLOCK_BYTES + 5, BEYOND_2_32 + 3], ids=["2^31", "2^32"])

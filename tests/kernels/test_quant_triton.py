@@ -5,10 +5,11 @@ shapes: odd row counts, ragged last groups, raw fp32 tails and group lengths tha
 seed it must produce the same bytes as the torch reference; unpacking must invert packing exactly; the dequantized
 mean over many seeds must converge to the input (stochastic rounding is unbiased, with and without VM levels).
 
-The quantization tests name the kernel path a case takes (see ``_path``): ``fused`` (byte-aligned groups of at most
-MAX_GROUP_TILE values, several groups per program), ``looped`` (byte-aligned groups wider than MAX_GROUP_TILE, walked
-in column chunks) and ``general`` (groups whose codes end mid-byte, or of odd length: a stats kernel, then a flat
-kernel).
+The quantization tests name the kernel path a case takes (``quantize_path``): ``slab`` (power-of-two groups of 16 to
+256 values, one slab of a group per thread), ``fused`` (other byte-aligned groups of at most MAX_GROUP_TILE values,
+several groups per program), ``looped`` (byte-aligned groups wider than MAX_GROUP_TILE, walked in column chunks),
+``one-pass`` (groups whose codes end mid-byte, or of odd length, from 32 values up to about 4000: statistics, then
+codes, in one kernel) and ``two-pass`` (the other such groups: a stats kernel, then a flat kernel).
 """
 
 import pytest
@@ -46,6 +47,7 @@ from sustainml_kernels.quant_triton import (  # noqa: E402
     masked_scale_triton,
     pack_mask_triton,
     quantize_pack_triton,
+    quantize_path,
     relu_pack_triton,
     triton_usable,
     unpack_dequantize_triton,
@@ -58,7 +60,7 @@ MASK64 = 2**64 - 1
 GOLDEN = 0x9E3779B97F4A7C15  # spreads consecutive seed indices over all 64 bits
 
 ALL_BITS = (1, 2, 4, 8)  # every width quant_ref accepts (the training configs use 2, 4 and 8)
-GROUP_SIZES = (1, 2, 3, 5, 8, 24, 96, 100, 1000)  # 888 values: exact, ragged and single-short-group cases
+GROUP_SIZES = (1, 2, 3, 5, 8, 24, 32, 63, 96, 100, 1000)  # 888 values: exact, ragged and single-short-group cases
 MAIN_SHAPE = (37, 24)  # odd row count; 888 values
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ELEMENTWISE_SHAPES = ((1,), (7,), (37, 24), (3, 5, 7), (1025,))  # 1025: two programs and a 1-bit last byte
@@ -76,13 +78,6 @@ def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32, scale
            shift: float = 0.25) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(*shape, generator=g) * scale + shift).to(dtype)
-
-
-def _path(bits: int, group_size: int) -> str:
-    """Which quantize path quantize_pack_triton takes for these arguments."""
-    if group_size * bits % 8 or group_size % 2:  # the row tiles need whole bytes and whole noise pairs per group
-        return "general"
-    return "looped" if group_size > MAX_GROUP_TILE else "fused"
 
 
 def _seed(k: int) -> int:
@@ -166,7 +161,7 @@ def test_quantize_pack_matches_reference(bits: int, group_size: int, fp32_tail: 
 
 
 @pytest.mark.parametrize("fp32_tail", [False, True], ids=["short_group", "fp32_tail"])
-@pytest.mark.parametrize("group_size", (2, 3, 4, 5, 24, 96, 100, 1000))
+@pytest.mark.parametrize("group_size", (2, 3, 4, 5, 24, 32, 63, 96, 100, 1000))
 def test_quantize_pack_vm_matches_reference(group_size: int, fp32_tail: bool) -> None:
     x = _randn(*MAIN_SHAPE, seed=2)
     vm_a = optimal_inner_level(group_size)
@@ -192,13 +187,23 @@ _PATH_CASES = [
     ("looped", 2, MAX_GROUP_TILE + 4, 2 * (MAX_GROUP_TILE + 4) + 37),  # two column chunks, ragged last group
     ("looped", 4, MAX_GROUP_TILE + 2, MAX_GROUP_TILE + 2 + 5),
     ("looped", 8, MAX_GROUP_TILE + 2, MAX_GROUP_TILE + 2 + 300),
-    ("general", 2, 3, 4001),  # several stats programs and several flat programs
-    ("general", 4, 5, 2049),
-    ("general", 1, 7, 1031),
-    ("general", 2, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 33),  # stats kernel walks two column chunks
-    ("general", 4, MAX_GROUP_TILE + 3, MAX_GROUP_TILE + 3 + 2),
-    ("general", 8, 7, 1001),  # byte-aligned but odd: pairs of values straddle groups
-    ("general", 8, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 300),
+    # Slabs: 4096 values per unchecked program (2048 per checked one), several of each, ragged last group.
+    ("slab", 2, 16, 3 * 2048 + 5 * 16 + 7),  # slabs of 16 values in both launches
+    ("slab", 4, 32, 2 * 4096 + 33 * 32 + 9),  # slabs of 32 values, then of 16
+    ("slab", 8, 64, 4096 + 3 * 64 + 5),
+    ("slab", 2, 256, 2 * 4096 + 200),  # 8 slabs per group, 16 in the checked launch
+    ("one-pass", 2, 63, 3 * 4032 + 5 * 63 + 11),  # 64 groups (4032 values) per unchecked program
+    ("one-pass", 4, 33, 2 * 4026 + 100),  # 122 groups per program, windows starting mid-group
+    ("one-pass", 8, 1001, 9 * 1001 + 5),  # 4 groups per program
+    ("one-pass", 2, 50, 3001),
+    ("two-pass", 2, 3, 4001),  # several stats programs and several flat programs
+    ("two-pass", 4, 5, 2049),
+    ("two-pass", 1, 7, 1031),
+    ("two-pass", 1, 63, 1031),  # 1-bit codes never take the one-pass kernel
+    ("two-pass", 2, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 33),  # stats kernel walks two column chunks
+    ("two-pass", 4, MAX_GROUP_TILE + 3, MAX_GROUP_TILE + 3 + 2),
+    ("two-pass", 8, 7, 1001),  # byte-aligned but odd: pairs of values straddle groups
+    ("two-pass", 8, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 300),
 ]
 
 
@@ -207,7 +212,7 @@ _PATH_CASES = [
                          ids=[f"{p}-b{b}-g{g}-n{n}" for p, b, g, n in _PATH_CASES])
 def test_every_quantize_path_matches_reference(path: str, bits: int, group_size: int, numel: int,
                                                fp32_tail: bool) -> None:
-    assert _path(bits, group_size) == path
+    assert quantize_path(group_size, bits) == path
     x = _randn(numel, seed=numel)
     got, _ = _quantize_both(x, bits, group_size, fp32_tail=fp32_tail)
     _assert_dequantize_matches(got, x.shape, bits, group_size)
@@ -254,7 +259,7 @@ def test_quantize_neither_modifies_nor_needs_a_detached_input() -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
 def test_low_and_high_precision_inputs_quantize_like_their_fp32_cast(dtype: torch.dtype) -> None:
     x = _randn(11, 9, seed=9, dtype=dtype)
-    for bits, group_size in ((2, 4), (4, 5), (8, 12)):
+    for bits, group_size in ((2, 4), (4, 5), (8, 12), (2, 16), (4, 33)):  # fused, two-pass, slab, one-pass
         got, _ = _quantize_both(x, bits, group_size)
         assert_same_packed(got, quantize_pack_triton(x.to(torch.float32), bits, group_size, SEED))
 
@@ -302,10 +307,11 @@ def test_constant_groups_have_zero_range_and_decode_to_the_constant() -> None:
         assert torch.equal(unpack_dequantize_triton(*got, x.shape, bits, group_size), x)
 
 
-@pytest.mark.parametrize(("bits", "group_size"), [(2, 4), (2, 3)], ids=["fused", "general"])
+@pytest.mark.parametrize(("bits", "group_size"), [(2, 4), (2, 3), (2, 16), (2, 63)],
+                         ids=["fused", "two-pass", "slab", "one-pass"])
 def test_subnormal_group_minima_match_reference(bits: int, group_size: int) -> None:
     # Subnormal group minima: the kernels move bf16 through its bits, because Triton's interpreter (and a careless
-    # cast) maps subnormals to wrong patterns; on the general path the flat kernel reads the minima back too.
+    # cast) maps subnormals to wrong patterns; the two-pass and one-pass kernels read the minima back too.
     x = torch.tensor([1e-40, -3e-39, 2e-45, 0.0] * 3)
     _quantize_both(x, bits, group_size)
 
