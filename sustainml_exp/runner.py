@@ -70,9 +70,9 @@ def finished_record(cfg: BaseRunConfig, run_id: str) -> dict[str, Any] | None:
 
 
 def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
-    from sustainml_exp.energy import EnergyConfig, make_energy_meter
+    from sustainml_exp.energy import make_energy_meter
 
-    return make_energy_meter(EnergyConfig(**asdict(cfg.energy)), log_dir=output_dir / "energy", device=device)
+    return make_energy_meter(cfg.energy, log_dir=output_dir / "energy", device=device)
 
 
 def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path) -> dict[str, Any]:

@@ -7,56 +7,14 @@ Value checks that a type cannot express live in ``validate()`` and raise :class:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sustainml_exp.errors import ConfigError
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.energy.config import EnergyConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
-ENERGY_BACKENDS = ("carbontracker", "none")
-
-
-def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        shown = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
-        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {shown}")
-
-
-def check_range(key: str, value: float, *, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise unless lo <(=) value <(=) hi; the message states the allowed interval."""
-    bad = isinstance(value, float) and not math.isfinite(value)
-    if lo is not None:
-        bad |= value <= lo if lo_open else value < lo
-    if hi is not None:
-        bad |= value >= hi if hi_open else value > hi
-    if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        interval = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-        raise ConfigError(f"{key}={value!r} is out of range; allowed: {interval}")
-
-
-@dataclass
-class EnergySchema:
-    backend: str = "carbontracker"
-    # gCO2eq/kWh used to turn measured energy into co2_g; set it to your grid's figure. The default is the
-    # EU-27 2023 average (EEA), a placeholder rather than a claim about where a run happens.
-    carbon_intensity_g_per_kwh: float = 244.0
-    # Used only when no power counter can be read and carbontracker falls back to its simulated-CPU mode.
-    cpu_tdp_w: Optional[float] = None
-    timeout_s: float = 10.0
-
-    def validate(self) -> None:
-        check_choice("energy.backend", self.backend, ENERGY_BACKENDS)
-        check_range("energy.carbon_intensity_g_per_kwh", self.carbon_intensity_g_per_kwh, lo=0.0)
-        if self.cpu_tdp_w is not None:
-            check_range("energy.cpu_tdp_w", self.cpu_tdp_w, lo=0.0, lo_open=True)
-        check_range("energy.timeout_s", self.timeout_s, lo=0.0, lo_open=True)
 
 
 @dataclass
@@ -77,7 +35,7 @@ class BaseRunConfig:
     threads: Optional[int] = None
     # A run whose run_id already has an ok record is skipped, so a resubmitted sweep only runs what is missing.
     rerun: bool = False
-    energy: EnergySchema = field(default_factory=EnergySchema)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
 
     def validate(self) -> None:
         check_range("seed", self.seed, lo=0)

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
+from sustainml_exp.compress.spec import COMPRESS_BACKENDS, QUANT_BITS, QUANT_MODES
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 GRAPH_DATASETS = ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
-QUANT_MODES = ("fp32", "exact", "block")
-QUANT_BITS = (2, 4, 8)
 LOSSES = ("ce", "exact_arxiv")
-# Mirrors sustainml_exp.compress.spec.COMPRESS_BACKENDS (importing that package would import torch at start-up).
-COMPRESS_BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass

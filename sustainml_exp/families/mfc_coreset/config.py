@@ -7,14 +7,19 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tinyimagenet")
-# Coreset selectors return indices into the training set; condensation methods return synthetic images.
-CORESET_METHODS = ("full", "rand", "mcs", "kcenter", "herding", "craig", "gradmatch", "submod")
-CONDENSATION_METHODS = ("dm", "gm", "tm")
-METHODS = CORESET_METHODS + CONDENSATION_METHODS
+# method -> "module:class" of its selector under selection/ (imported only when a run uses it). Coreset selectors
+# return indices into the training set; condensation methods return synthetic images.
+CORESET_METHODS = {"full": "full:FullSelector", "rand": "rand:RandomSelector", "mcs": "mcs:MCSSelector",
+                   "kcenter": "kcenter:KCenterSelector", "herding": "herding:HerdingSelector",
+                   "craig": "craig:CraigSelector", "gradmatch": "gradmatch:GradMatchSelector",
+                   "submod": "submod:SubmodSelector"}
+CONDENSATION_METHODS = {"dm": "dm:DMSelector", "gm": "gm:GMSelector", "tm": "tm:TMSelector"}
+METHODS = (*CORESET_METHODS, *CONDENSATION_METHODS)
 # Methods whose selection carries per-image weights: covering multiplicities (mcs), CRAIG and GradMatch weights.
 WEIGHTED_METHODS = ("mcs", "craig", "gradmatch")
 MODELS = ("mlp", "convnet", "resnet18")
