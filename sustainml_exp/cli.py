@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sustainml_exp.errors import UserError
 from sustainml_exp.provenance import export_submit_git_state
-from sustainml_exp.registry import get_family, register_schemas
+from sustainml_exp.registry import family_of, get_family, register_schemas, search_path
 from sustainml_exp.slurm import SLURM_LAUNCHER, scheduler_problem, submitit_plugin_problem
 
 CONFIG_MODULE = "sustainml_exp.conf"
@@ -33,7 +33,16 @@ _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "
                      "--config-dir", "-cd", "--info", "--experimental-rerun"}
 _SKIP_PREFLIGHT = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--info"}
 
-register_schemas()
+
+def _register() -> None:
+    try:
+        register_schemas()
+    except UserError as exc:  # a family registered from outside that cannot be loaded
+        print(f"sml-run: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+_register()
 
 
 def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
@@ -62,8 +71,17 @@ def _schema_keys(schema: Any, path: str) -> list[str]:
     return [f.name for f in fields(node)] if is_dataclass(node) else []
 
 
-def one_line_error(exc: BaseException, experiment: str | None = None) -> str:
-    """Turn a Hydra/OmegaConf/validation error into one line naming the key and what is allowed."""
+def unknown_key_message(key: str, schema: type | None) -> str:
+    parent = key.rpartition(".")[0]
+    # family is set by the preset, never typed
+    allowed = [k for k in _schema_keys(schema, parent) if k != "family"] if schema is not None else []
+    hint = f"; allowed keys{' under ' + parent if parent else ''}: {', '.join(allowed)}" if allowed else ""
+    return f"unknown config key '{key}'{hint}"
+
+
+def one_line_error(exc: BaseException, schema: type | None = None) -> str:
+    """Turn a Hydra/OmegaConf/validation error into one line naming the key and what is allowed (the keys of
+    ``schema``, the command's typed schema, for an unknown key)."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -73,16 +91,7 @@ def one_line_error(exc: BaseException, experiment: str | None = None) -> str:
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
-        key = str(cause.full_key)
-        parent = key.rpartition(".")[0]
-        allowed = []
-        if experiment is not None:
-            try:
-                allowed = _schema_keys(get_family(experiment).schema, parent)
-            except UserError:
-                pass
-        hint = f"; allowed keys{' under ' + parent if parent else ''}: {', '.join(allowed)}" if allowed else ""
-        return f"unknown config key '{key}'{hint}"
+        return unknown_key_message(str(cause.full_key), schema)
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {str(getattr(cause, 'msg', cause)).splitlines()[0]}"
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
@@ -101,19 +110,57 @@ def _expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch] or [[]]
 
 
-def _compose_typed(overrides: list[str]) -> tuple[Any, DictConfig]:
+def with_search_path(overrides: list[str]) -> list[str]:
+    """``overrides`` plus the search path of the families whose presets live outside this package (unless the
+    command sets hydra.searchpath itself)."""
+    extra = search_path()
+    if not extra or any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides):
+        return overrides
+    return [*overrides, f"hydra.searchpath=[{','.join(extra)}]"]
+
+
+def _compose(overrides: list[str], **kwargs: Any) -> DictConfig:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=with_search_path(overrides), **kwargs)
+
+
+def _compose_typed(overrides: list[str]) -> tuple[Any, DictConfig]:
+    cfg = _compose(overrides)
     return to_typed(cfg), cfg
 
 
 def to_typed(cfg: DictConfig) -> Any:
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     typed = OmegaConf.to_object(job_cfg)
+    family_of(typed)
+    _refuse_added_keys(job_cfg, type(typed))
     typed.validate()
     return typed
+
+
+def _refuse_added_keys(cfg: DictConfig, schema: type, node_type: type | None = None, path: str = "") -> None:
+    """A key added with +key=value that the schema lacks: OmegaConf would set it on the dataclass (and the run id
+    would change for a knob nothing reads), so it is refused like a mistyped one."""
+    known = {f.name for f in fields(node_type or schema)}
+    for key in cfg.keys():
+        where = f"{path}{key}"
+        if key not in known:
+            raise UserError(unknown_key_message(where, schema))
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none() \
+                and is_dataclass(OmegaConf.get_type(node)):
+            _refuse_added_keys(node, schema, OmegaConf.get_type(node), f"{where}.")
+
+
+def _command_schema(overrides: list[str]) -> type | None:
+    """The typed schema of the preset a command line picks (None when the preset itself is the problem)."""
+    preset = [o for o in overrides if o.lstrip("+").split("=", 1)[0] == "experiment"]
+    try:
+        return get_family(_compose(preset).family).schema
+    except Exception:  # noqa: BLE001 - no hint rather than a second error
+        return None
 
 
 @dataclass
@@ -131,10 +178,7 @@ def _launcher_name(hydra_overrides: list[str]) -> str:
 
 
 def _launcher_config(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True).hydra.launcher
+    return _compose(overrides, return_hydra_config=True).hydra.launcher
 
 
 def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPlan | None:
@@ -148,7 +192,6 @@ def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPla
         return None
     user_overrides = [o for o in overrides if not o.lstrip("~+").startswith("hydra")]
     hydra_overrides = [o for o in overrides if o.lstrip("~+").startswith("hydra")]
-    experiment = next((o.split("=", 1)[1] for o in user_overrides if o.startswith("experiment=")), "gnn_blockquant")
     launcher = _launcher_name(hydra_overrides)
     if launcher == SLURM_LAUNCHER:
         if not multirun:
@@ -163,7 +206,7 @@ def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPla
         if launcher == SLURM_LAUNCHER:
             partition = _launcher_config([*hydra_overrides, *sweep[0]]).partition
     except Exception as exc:  # noqa: BLE001 - any composition failure is bad input
-        raise UserError(one_line_error(exc, experiment)) from exc
+        raise UserError(one_line_error(exc, _command_schema(user_overrides))) from exc
     if launcher == SLURM_LAUNCHER and check_scheduler:
         problem = scheduler_problem(partition)
         if problem is not None:
@@ -187,7 +230,7 @@ def describe_plan(plan: CommandPlan) -> list[str]:
     where = plan.launcher + (f", partition {plan.partition}" if plan.partition else "")
     lines, done = [], 0
     for num, (overrides, typed, cfg) in enumerate(plan.jobs):
-        _, run_id = run_identity(OmegaConf.to_container(cfg, resolve=True), typed.seed)
+        _, run_id = run_identity(typed, OmegaConf.to_container(cfg, resolve=True))
         skip = finished_record(typed, run_id) is not None
         done += skip
         lines.append(f"  #{num} {'skip' if skip else 'run '} {run_id}  {' '.join(overrides) or '(defaults)'}")
@@ -216,7 +259,8 @@ def _task(cfg: DictConfig) -> None:
 
     typed = to_typed(cfg)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    record = run_experiment(typed, config_dict, HydraConfig.get().runtime.output_dir)
+    runtime = HydraConfig.get().runtime
+    record = run_experiment(typed, config_dict, runtime.output_dir, experiment=runtime.choices.get("experiment"))
     if record["status"] != "ok" and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
 
@@ -239,7 +283,7 @@ def run_main() -> None:
         log_path = detach(argv, plan)
         print(f"sml-run: running detached; follow it with: tail -f {log_path}")
         return
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *with_search_path(argv)]
     export_submit_git_state()
     _task()
 

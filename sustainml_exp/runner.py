@@ -10,29 +10,23 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sustainml_exp.config.schema import NON_SEMANTIC_KEYS, BaseRunConfig
+from sustainml_exp.config.schema import BaseRunConfig, non_semantic_keys
 from sustainml_exp.errors import ConfigError
+from sustainml_exp.family import RunContext, check_run_metrics
 from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
-from sustainml_exp.registry import get_family
+from sustainml_exp.registry import family_of
 from sustainml_exp.results import read_record, record_paths, write_record
+from sustainml_exp.results.columns import RUN_STATUSES
+
+OK, FAILED, OOM = RUN_STATUSES
 
 log = logging.getLogger("sustainml_exp")
-
-
-@dataclass
-class RunContext:
-    """What a family's ``run(cfg, ctx)`` gets besides its config."""
-
-    device: str  # resolved: cpu | cuda
-    output_dir: Path
-    make_progress: Callable[[int, str], Progress]
 
 
 def resolve_device(requested: str) -> str:
@@ -54,19 +48,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA generators too
 
 
-def run_identity(config_dict: dict[str, Any], seed: int) -> tuple[str, str]:
+def run_identity(cfg: BaseRunConfig, config_dict: dict[str, Any]) -> tuple[str, str]:
     """(cfg_hash, run_id) of a resolved config. Deterministic, so a rerun of the same config and seed replaces
-    its record and sweeps can skip finished runs."""
-    cfg_hash = config_hash(config_dict, NON_SEMANTIC_KEYS)
-    return cfg_hash, f"{cfg_hash}-s{seed}"
+    its record and sweeps can skip finished runs; keys marked NOT_HASHED (where results go, energy metering,
+    threads, progress, ...) do not count."""
+    cfg_hash = config_hash(config_dict, non_semantic_keys(type(cfg)))
+    return cfg_hash, f"{cfg_hash}-s{cfg.seed}"
 
 
 def finished_record(cfg: BaseRunConfig, run_id: str) -> dict[str, Any] | None:
     """The ok record that makes this run a skip, or None when it must run (none yet, failed, or rerun=true)."""
     if cfg.rerun:
         return None
-    record = read_record(Path(cfg.results_dir), cfg.experiment, run_id)
-    return record if record is not None and record.get("status") == "ok" else None
+    record = read_record(Path(cfg.results_dir), cfg.family, run_id)
+    return record if record is not None and record.get("status") == OK else None
 
 
 def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
@@ -75,25 +70,29 @@ def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
     return make_energy_meter(cfg.energy, log_dir=output_dir / "energy", device=device)
 
 
-def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    """Run one configured experiment and return the record written for it."""
-    family = get_family(cfg.experiment)
+def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path,
+                   experiment: str | None = None) -> dict[str, Any]:
+    """Run one configured experiment and return the record written for it. ``experiment``: the preset the config
+    came from (recorded; the family's name when None)."""
+    family = family_of(cfg)
     output_dir = Path(output_dir)
-    cfg_hash, run_id = run_identity(config_dict, cfg.seed)
+    cfg_hash, run_id = run_identity(cfg, config_dict)
     done = finished_record(cfg, run_id)
     if done is not None:
         log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id,
-                 record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0])
+                 record_paths(Path(cfg.results_dir), family.name, run_id, None)[0])
         return done
+    experiment = experiment or family.name
     sha, dirty = git_state()
     versions = library_versions()
     record: dict[str, Any] = {
         "run_id": run_id,
-        "experiment": cfg.experiment,
+        "family": family.name,
+        "experiment": experiment,
         "dataset": cfg.dataset,
         "method": "",
         "seed": cfg.seed,
-        "status": "failed",
+        "status": FAILED,
         "error": "",
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "wall_s": float("nan"),
@@ -139,16 +138,17 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
         ctx = RunContext(
             device=device,
             output_dir=output_dir,
-            make_progress=lambda total, desc: Progress(total, desc, cfg.progress),
+            make_progress=lambda total, what: Progress(total, f"{experiment}[{what}]", cfg.progress),
         )
         metrics = family.load_run()(cfg, ctx)
         meter.epoch_end()
+        check_run_metrics(family.name, metrics)
         record.update(metrics)
-        record["status"] = "ok"
+        record["status"] = OK
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure must become a recorded row
-        record["status"] = "oom" if _is_oom(exc) else "failed"
+        record["status"] = OOM if _is_oom(exc) else FAILED
         record["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
         log.error("run %s %s: %s", record["run_id"], record["status"], record["error"])
     finally:
@@ -162,7 +162,7 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     record["wall_s"] = time.perf_counter() - t0
     record["versions"] = versions
     record["config"] = config_dict
-    write_record(record, record_paths(Path(cfg.results_dir), cfg.experiment, record["run_id"], output_dir))
+    write_record(record, record_paths(Path(cfg.results_dir), family.name, record["run_id"], output_dir))
     return record
 
 

@@ -1,14 +1,16 @@
 """Top-level run schema shared by every experiment family.
 
-Each family extends :class:`BaseRunConfig` with its own knobs; ``experiment=<family>`` selects that dataclass as
-the typed schema of the whole config, so a typo or a wrong type fails during composition, before any work.
+Each family extends :class:`BaseRunConfig` with its own knobs; ``experiment=<preset>`` selects the preset's family
+dataclass as the typed schema of the whole config, so a typo or a wrong type fails during composition, before any work.
 Value checks that a type cannot express live in ``validate()`` and raise :class:`ConfigError` with one line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
+
+from omegaconf import MISSING
 
 from sustainml_exp.config.checks import check_choice, check_range
 from sustainml_exp.energy.config import EnergyConfig
@@ -17,25 +19,29 @@ DEVICES = ("auto", "cpu", "cuda")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
+# Metadata of a key that says where things go or how a run is watched, not what it computes: such keys are left
+# out of cfg_hash, so changing one keeps the run id (a finished run is still skipped).
+NOT_HASHED = {"semantic": False}
+
+
 @dataclass
 class BaseRunConfig:
-    experiment: str = "gnn_blockquant"
-    seed: int = 0
+    # Set by the experiment preset's schema (registry.register_schemas), never typed: sml-run experiment=<preset>.
+    family: str = MISSING
+    seed: int = field(default=0, metadata=NOT_HASHED)  # in the run id after the hash: <cfg_hash>-s<seed>
     epochs: int = 1
     dataset: str = ""
     device: str = "auto"
-    # Group-size knob of the block-wise quantizer (rows per block); families without blocks ignore it.
-    G_R: Optional[int] = None
-    results_dir: str = "./results"
-    data_dir: str = "./data"
-    download: bool = False
-    progress: str = "auto"
+    results_dir: str = field(default="./results", metadata=NOT_HASHED)
+    data_dir: str = field(default="./data", metadata=NOT_HASHED)
+    download: bool = field(default=False, metadata=NOT_HASHED)
+    progress: str = field(default="auto", metadata=NOT_HASHED)
     # CPU threads of torch (null: torch's default). Tiny models run fastest on one: with more, OpenMP's waiting
     # threads cost more than the work, many-fold on a busy machine.
-    threads: Optional[int] = None
+    threads: Optional[int] = field(default=None, metadata=NOT_HASHED)
     # A run whose run_id already has an ok record is skipped, so a resubmitted sweep only runs what is missing.
-    rerun: bool = False
-    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    rerun: bool = field(default=False, metadata=NOT_HASHED)
+    energy: EnergyConfig = field(default_factory=EnergyConfig, metadata=NOT_HASHED)
 
     def validate(self) -> None:
         check_range("seed", self.seed, lo=0)
@@ -44,8 +50,6 @@ class BaseRunConfig:
         check_choice("progress", self.progress, PROGRESS_MODES)
         if self.threads is not None:
             check_range("threads", self.threads, lo=1)
-        if self.G_R is not None:
-            check_range("G_R", self.G_R, lo=1)
         self.energy.validate()
 
     def record_fields(self) -> dict[str, Any]:
@@ -53,5 +57,9 @@ class BaseRunConfig:
         return {}
 
 
-# Keys that name where things go, not what is computed: excluded from cfg_hash so moving results keeps run ids.
-NON_SEMANTIC_KEYS = ("seed", "results_dir", "data_dir", "download", "progress", "rerun")
+def non_semantic_keys(schema: type[BaseRunConfig]) -> tuple[str, ...]:
+    """The top-level keys of ``schema`` marked NOT_HASHED (a family schema may mark its own)."""
+    return tuple(f.name for f in fields(schema) if f.metadata.get("semantic") is False)
+
+
+NON_SEMANTIC_KEYS = non_semantic_keys(BaseRunConfig)

@@ -2,11 +2,12 @@
 
 COMMON_COLUMNS: tuple[str, ...] = (
     "run_id",
-    "experiment",
+    "family",  # the experiment family: results/runs/<family>/, <family>.csv
+    "experiment",  # the preset it ran from (experiment=gnn_flickr); older records name the family here
     "dataset",
     "method",
     "seed",
-    "status",  # ok | failed | oom
+    "status",  # one of RUN_STATUSES
     "error",
     "started_utc",
     "wall_s",

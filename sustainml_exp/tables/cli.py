@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sustainml_exp.errors import UserError
-from sustainml_exp.registry import FAMILIES, get_family
+from sustainml_exp.registry import families, get_family
 from sustainml_exp.results import load_records, merge_records
 
 
@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sml-tables", description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", type=Path, default=Path("./results"),
                         help="folder holding runs/<experiment>/*.json (default: ./results)")
-    parser.add_argument("--experiment", action="append", choices=sorted(FAMILIES),
+    parser.add_argument("--experiment", action="append", choices=sorted(families()),
                         help="experiment(s) to merge; default: every experiment that has records")
     return parser
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 def build(results_dir: Path, experiments: list[str] | None = None) -> list[Path]:
     runs_dir = results_dir / "runs"
     if experiments is None:
-        experiments = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name in FAMILIES) \
+        experiments = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name in families()) \
             if runs_dir.is_dir() else []
         if not experiments:
             raise UserError(f"no run records under {runs_dir}; run sml-run first (records go to "

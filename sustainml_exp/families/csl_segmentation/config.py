@@ -37,7 +37,6 @@ def protocol_value(dataset: str, key: str) -> float:
 
 @dataclass
 class CSLRunConfig(BaseRunConfig):
-    experiment: str = "csl_segmentation"
     dataset: str = "synthetic_nuclei"
     epochs: int = 300
     # csl: the self-supervised confidence network; threshold / supervised: the baselines of Table 3.

@@ -74,10 +74,9 @@ class CompressConfig:
 
 @dataclass
 class GNNRunConfig(BaseRunConfig):
-    experiment: str = "gnn_blockquant"
     dataset: str = "synthetic"
     epochs: int = 100
-    G_R: Optional[int] = 64
+    G_R: int = 64  # rows per quantization block (block mode; EXACT has one per row)
     quant: str = "block"
     bits: int = 2
     kept_frac: float = 0.125
@@ -120,8 +119,6 @@ class GNNRunConfig(BaseRunConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("dataset", self.dataset, GRAPH_DATASETS)
-        if self.G_R is None:
-            raise ConfigError("G_R=null is not allowed for gnn_blockquant; allowed: an integer >= 1")
         check_choice("compress_backend", self.compress_backend, COMPRESS_BACKENDS)
         check_range("warmup_epochs", self.warmup_epochs, lo=0)
         check_range("eval_every", self.eval_every, lo=1)

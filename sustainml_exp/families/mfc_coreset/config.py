@@ -266,7 +266,6 @@ class AttackConfig:
 
 @dataclass
 class MFCRunConfig(BaseRunConfig):
-    experiment: str = "mfc_coreset"
     dataset: str = "digits"
     epochs: int = 20
     method: str = "mcs"
