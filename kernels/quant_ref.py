@@ -1,17 +1,56 @@
 """Pure-torch reference of the packed INT-b activation layout, its random stream and its arithmetic.
 
-Everything here is specified down to the bit so that a GPU kernel can reproduce it byte for byte:
+Everything here is specified down to the bit so that a GPU kernel can reproduce it byte for byte (the kernels in
+``quant_triton.py`` and ``rp_triton.py`` do); this docstring is the specification a kernel follows.
 
-* randomness is a counter-based hash of ``(seed, element offset)`` built from uint32 multiply/xor/shift/add
-  steps (``hash_uint32``); nothing depends on torch's global RNG;
-* integer steps run in int64 torch arithmetic masked to 32 bits, so they are exact on every backend;
-* floating-point steps are single IEEE-754 fp32 operations with round-to-nearest-even, in the order written
-  in the docstrings (a kernel must not contract them into FMAs and must use correctly rounded division).
+Conventions: integer steps are uint32 arithmetic modulo 2^32 (here: int64 torch arithmetic masked to 32 bits,
+exact on every backend); ``fp32(...)`` is one IEEE-754 single-precision operation rounded to nearest even; no
+step may be contracted into an FMA, and every division is correctly rounded. Subnormals are kept (no flush).
 
-Layout of a quantized tensor (``quantize_pack_ref``): the input is flattened row-major into fp32 and cut into
-groups of ``group_size`` consecutive values. Each group stores its minimum and range as bfloat16 and every
-value as a ``bits``-bit code, packed little-endian within bytes (``pack_codes``). A ragged last group is either
-quantized as a short group with its own metadata or, with ``fp32_tail``, kept raw in fp32.
+Random stream (``hash_uint32``): a keyed counter-based hash of (seed, 64-bit counter)::
+
+    fmix32(h): h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16
+    keys (host side, once per seed; a bijection of the 64-bit seed, both keys depend on all of its bits):
+        s_lo, s_hi = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+        k1 = fmix32(s_lo ^ fmix32(s_hi ^ 0x9E3779B9))
+        k2 = fmix32(s_hi ^ fmix32(k1 ^ 0x7F4A7C15))
+    hash(c), c_lo = c & 0xFFFFFFFF, c_hi = c >> 32 (Wellons' triple32 with the keys mixed in):
+        x = c_lo ^ k1
+        x ^= x >> 17;  x *= 0xED5AD4BB
+        x += k2 ^ c_hi
+        x ^= x >> 11;  x *= 0xAC4C1B51
+        x ^= x >> 15;  x *= 0x31848BAB
+        x ^= x >> 14
+
+k2 enters after the first multiply, so the streams of two seeds are not relabelings (XOR-shifted copies) of
+each other. Uses of the stream:
+
+* rounding noise (``rounding_noise``): element i of a quantized tensor gets the 16-bit value
+  ``(hash(i >> 1) >> (16 * (i & 1))) & 0xFFFF``: one hash serves two neighbouring elements;
+* projection signs (``rademacher_ref``): entry (d, j) of a D x r matrix is negative iff bit (j & 31) of
+  ``hash(d * ceil(r / 32) + (j >> 5))`` is set: one hash serves 32 entries of a row;
+* dropout (``dropout_mask_ref``): element i is kept iff ``(hash(i) >> 8) >= ceil(p * 2^24)``.
+
+Quantized layout (``quantize_pack_ref``): the input is flattened row-major, converted to fp32 (exactly for
+fp16/bf16) and cut into groups of ``group_size`` consecutive values. Each group stores its minimum and range as
+bfloat16 and every value as a ``bits``-bit code, packed little-endian within bytes (``pack_codes``). A ragged last
+group is either quantized as a short group with its own metadata or, with ``fp32_tail``, kept raw in fp32. The
+arithmetic (B = 2^bits - 1)::
+
+    per group:   mn  = round_bf16_down(min x)                                   (-0.0 -> +0.0)
+                 rng = round_bf16_up(fp32(max x - mn));  rng = max(rng, 2^-100) if rng > 0 else +0.0
+                 inv = fp32(B * 2^16 / rng) if rng > 0 else 0               (one correctly rounded division)
+    per element: s   = fp32(fp32(x - mn) * inv)                               (0 <= s, fixed point: 2^16 per level)
+                 VM only (bits = 2, levels 0 < a < b < 3, see vm_constants / vm_pieces):
+                     (off, r, base) = (0, ra, 0) if s < A, (A, rm, 2^16) if s < Bv, else (Bv, rt, 2^17)
+                     s = fp32(fp32(s - off) * r)                                (A = a * 2^16, Bv = b * 2^16)
+                 q   = min((trunc(s) + base + noise) >> 16, B)                 (int32; base = 0 without VM)
+
+``(trunc(s) + noise) >> 16`` is stochastic rounding of s / 2^16 with 16-bit noise: E[q] = trunc(s) / 2^16, so the
+codes are unbiased to within 2^-16 of a level (the noise resolution). The range floor keeps ``inv`` finite (a
+range below 2^-100 would make B * 2^16 / rng overflow); values that small are zero for any training purpose.
+Decoding: ``x_hat = fp32(fp32(level(q) * rng) + mn)`` with ``level(q) = fp32(q * fp32(1 / B))`` uniformly, or
+``fp32(level_value / 3)`` of the VM levels {0, a, b, 3} (``dequant_level_table``).
 """
 
 from __future__ import annotations
@@ -24,11 +63,17 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
+    "HASH_FINAL_SHIFT",
+    "HASH_ROUNDS",
+    "NOISE_BITS",
     "PACK_BITS",
     "QUANT_BITS",
+    "RANGE_FLOOR",
     "PackedRef",
     "dequant_level_table",
     "dropout_mask_ref",
+    "group_ranges",
+    "group_reciprocal",
     "hash_keys",
     "hash_uint32",
     "pack_codes",
@@ -39,25 +84,35 @@ __all__ = [
     "rademacher_ref",
     "round_bf16_down",
     "round_bf16_up",
+    "rounding_noise",
+    "sign_words_per_row",
     "substream_seed",
     "uniform_from_hash",
     "unpack_codes",
     "unpack_dequantize_ref",
     "unpack_mask_ref",
     "vm_constants",
+    "vm_pieces",
 ]
 
 PACK_BITS = (1, 2, 4, 8)
 QUANT_BITS = (1, 2, 4, 8)  # quant_ref itself accepts every packable width; the public API narrows this.
+NOISE_BITS = 16  # rounding noise per element: one 32-bit hash serves two elements
+RANGE_FLOOR = 2.0**-100  # smallest non-zero group range: B * 2^16 / RANGE_FLOOR < 2^128 stays finite in fp32
 
 _MASK32 = 0xFFFFFFFF
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _FMIX_C1 = 0x85EBCA6B
 _FMIX_C2 = 0xC2B2AE35
-_SEED_HI_SALT = 0x9E3779B9
-_SEED_LO_SALT = 0x7F4A7C15
+_KEY1_SALT = 0x9E3779B9
+_KEY2_SALT = 0x7F4A7C15
+# Wellons' triple32 (github.com/skeeto/hash-prospector): shifts and multipliers of its three rounds.
+HASH_ROUNDS = ((17, 0xED5AD4BB), (11, 0xAC4C1B51), (15, 0x31848BAB))
+HASH_FINAL_SHIFT = 14
 _SUBSTREAM_GOLDEN = 0x9E3779B97F4A7C15
 _UNIFORM_SCALE = 2.0**-24
+_FIXED_ONE = 1 << NOISE_BITS  # one quantization level in the fixed-point s
+SIGNS_PER_WORD = 32
 
 
 # --------------------------------------------------------------------------------------------- hashing
@@ -73,70 +128,69 @@ def _fmix32_int(h: int) -> int:
     return h
 
 
-def _fmix32_(h: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finalizer, in place, on int64 tensors holding uint32 values.
-
-    int64 products of two uint32 values can exceed 2^63; torch's int64 multiply wraps modulo 2^64 (two's
-    complement, CPU and CUDA), so the low 32 bits kept by the mask are exactly those of the uint32 product
-    (the tests check the whole hash against Python integers)."""
-    h.bitwise_xor_(h >> 16)
-    h.mul_(_FMIX_C1).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 13)
-    h.mul_(_FMIX_C2).bitwise_and_(_MASK32)
-    return h.bitwise_xor_(h >> 16)
-
-
 def _chunk_len(device: torch.device) -> int:
     # Cache-sized pieces make the ~20 elementwise passes on CPU several times faster; GPUs want big launches.
     return 1 << 16 if device.type == "cpu" else 1 << 24
 
 
 def hash_keys(seed: int) -> tuple[int, int]:
-    """The two 32-bit keys of a 64-bit seed; (k1, k2) is a bijection of the seed, so distinct seeds never share
-    a stream. A kernel may take them as scalar arguments instead of recomputing them."""
+    """The two 32-bit keys of a 64-bit seed (see the module docstring). (k1, k2) is a bijection of the seed, so
+    distinct seeds never share a stream, and each key depends on every bit of the seed. A kernel takes them as
+    scalar arguments instead of recomputing them."""
     seed &= _MASK64
     s_lo, s_hi = seed & _MASK32, seed >> 32
-    k1 = _fmix32_int(s_lo ^ _fmix32_int(s_hi ^ _SEED_HI_SALT))
-    k2 = _fmix32_int(s_hi ^ _SEED_LO_SALT)
+    k1 = _fmix32_int(s_lo ^ _fmix32_int(s_hi ^ _KEY1_SALT))
+    k2 = _fmix32_int(s_hi ^ _fmix32_int(k1 ^ _KEY2_SALT))
     return k1, k2
 
 
-def hash_uint32(seed: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Counter-based hash of (seed, element offset); returns int64 values in [0, 2^32).
-
-    All arithmetic is modulo 2^32 (uint32 in a kernel); ``fmix32(h)`` is murmur3's finalizer::
-
-        fmix32(h): h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16
-
-        seed   <- seed mod 2^64;  s_lo = seed & 0xFFFFFFFF;  s_hi = seed >> 32
-        k1     = fmix32(s_lo ^ fmix32(s_hi ^ 0x9E3779B9))
-        k2     = fmix32(s_hi ^ 0x7F4A7C15)
-        o_lo   = offset & 0xFFFFFFFF;  o_hi = offset >> 32          (offset >= 0, int64)
-        h      = fmix32(o_lo ^ k1)
-        h      = fmix32((h ^ o_hi) + k2)                               (+ wraps mod 2^32)
-
-    ``offsets`` must be a non-negative integer tensor; the result has its shape and device.
-    """
-    if offsets.dtype.is_floating_point or offsets.dtype == torch.bool:
-        raise ValueError(f"offsets must be an integer tensor, got {offsets.dtype}")
-    flat = offsets.reshape(-1).to(torch.int64)
+def hash_uint32(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """Keyed counter-based hash of (seed, counter) (the recipe is in the module docstring); returns int64 values in
+    [0, 2^32) of ``counters``' shape and device. ``counters`` must be a non-negative integer tensor."""
+    if counters.dtype.is_floating_point or counters.dtype == torch.bool:
+        raise ValueError(f"counters must be an integer tensor, got {counters.dtype}")
+    flat = counters.reshape(-1).to(torch.int64)
     out = torch.empty_like(flat)
     step = _chunk_len(flat.device)
+    keys = hash_keys(seed)
     for start in range(0, flat.numel(), step):
-        out[start:start + step] = _hash_chunk(seed, flat[start:start + step])
-    return out.view(offsets.shape)
+        out[start:start + step] = _hash_chunk(keys, flat[start:start + step])
+    return out.view(counters.shape)
 
 
-def _hash_chunk(seed: int, off: torch.Tensor) -> torch.Tensor:
-    k1, k2 = hash_keys(seed)
-    h = _fmix32_(torch.bitwise_and(off, _MASK32).bitwise_xor_(k1))
-    h.bitwise_xor_(off >> 32).add_(k2).bitwise_and_(_MASK32)
-    return _fmix32_(h)
+def _hash_chunk(keys: tuple[int, int], counters: torch.Tensor) -> torch.Tensor:
+    """hash_uint32 of int64 counters for precomputed keys. int64 products of two uint32 values can exceed 2^63;
+    torch's int64 multiply wraps modulo 2^64 (two's complement, CPU and CUDA), so the low 32 bits kept by the
+    mask are exactly those of the uint32 product (the tests check the whole hash against Python integers)."""
+    k1, k2 = keys
+    x = torch.bitwise_and(counters, _MASK32).bitwise_xor_(k1)
+    (first_shift, first_mul), *rest = HASH_ROUNDS
+    x.bitwise_xor_(x >> first_shift).mul_(first_mul).bitwise_and_(_MASK32)
+    x.add_((counters >> 32).bitwise_xor_(k2)).bitwise_and_(_MASK32)
+    for shift, multiplier in rest:
+        x.bitwise_xor_(x >> shift).mul_(multiplier).bitwise_and_(_MASK32)
+    return x.bitwise_xor_(x >> HASH_FINAL_SHIFT)
 
 
 def uniform_from_hash(h: torch.Tensor) -> torch.Tensor:
     """fp32 uniform in [0, 1) from the top 24 bits of a hash: (h >> 8) * 2^-24 (exact in fp32)."""
     return (h >> 8).to(torch.float32).mul_(_UNIFORM_SCALE)
+
+
+def _noise_chunk(keys: tuple[int, int], start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """int64 rounding noise of elements [start, stop): one hash per pair (2m, 2m + 1), low half to the even one."""
+    pairs = torch.arange(start >> 1, (stop + 1) >> 1, dtype=torch.int64, device=device)
+    h = _hash_chunk(keys, pairs)
+    halves = torch.stack([h & 0xFFFF, h >> 16], dim=1).view(-1)
+    return halves[start & 1: (start & 1) + stop - start]
+
+
+def rounding_noise(seed: int, start: int, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The 16-bit rounding noise of elements [start, start + n) as int64: element i gets
+    ``(hash_uint32(seed, i >> 1) >> (16 * (i & 1))) & 0xFFFF``."""
+    if start < 0 or n < 0:
+        raise ValueError(f"rounding_noise needs start >= 0 and n >= 0, got start={start}, n={n}")
+    return _noise_chunk(hash_keys(seed), start, start + n, torch.device(device or "cpu"))
 
 
 def substream_seed(seed: int, stream: int) -> int:
@@ -254,12 +308,34 @@ def vm_constants(vm_a: float) -> tuple[float, float]:
     return a, round_to_f32(3.0 - a)
 
 
+class VmPieces(NamedTuple):
+    """The fp32 constants of the VM map in fixed point (see the module docstring): piece thresholds A = a * 2^16
+    and Bv = b * 2^16 (exact), and the slopes ra = fp32(1 / a), rm = fp32(1 / (b - a)), rt = fp32(1 / (3 - b))
+    (each reciprocal taken in float64 of the exact fp32 differences, then rounded once to fp32)."""
+
+    low_end: float
+    mid_end: float
+    low_slope: float
+    mid_slope: float
+    top_slope: float
+
+
+@lru_cache(maxsize=64)
+def vm_pieces(vm_a: float) -> VmPieces:
+    a, b = vm_constants(vm_a)
+    return VmPieces(a * _FIXED_ONE, b * _FIXED_ONE, round_to_f32(1.0 / a), round_to_f32(1.0 / (b - a)),
+                    round_to_f32(1.0 / (3.0 - b)))
+
+
 @lru_cache(maxsize=64)
 def dequant_level_table(bits: int, vm_a: float | None) -> tuple[float, ...]:
-    """fp32 values of level(c) / B per code c: c / B uniformly, [0, a, b, 3] / 3 with VM (rounded once to fp32)."""
+    """fp32 value level(c) per code c, decoded as x_hat = fp32(fp32(level(c) * rng) + mn): fp32(c * fp32(1 / B))
+    uniformly (one multiply a kernel does in registers; level(0) = 0 and level(B) = 1 exactly for every width),
+    fp32([0, a, b, 3] / 3) with VM."""
     top = (1 << bits) - 1
     if vm_a is None:
-        return tuple(round_to_f32(c / top) for c in range(top + 1))
+        step = round_to_f32(1.0 / top)
+        return tuple(round_to_f32(c * step) for c in range(top + 1))  # c * step is exact in float64
     a, b = vm_constants(vm_a)
     return tuple(round_to_f32(level / 3.0) for level in (0.0, a, b, 3.0))
 
@@ -296,58 +372,89 @@ def _group_minmax(flat: torch.Tensor, n_full: int, group_size: int, short: int) 
     return mins, maxs
 
 
-def _vm_to_uniform_grid(h: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """Piecewise-linear map of [0, a], [a, b], [b, 3] onto [0, 1], [1, 2], [2, 3]; each piece one fp32
-    subtract, one divide, one add, with divisors a, fp32(b - a) and fp32(3 - b)."""
-    # Divisors as device tensors: torch's CUDA division by a host scalar multiplies by its reciprocal instead.
-    a_t, mid_t, top_t = (torch.tensor(v, dtype=torch.float32, device=h.device) for v in (a, b - a, 3.0 - b))
-    low_piece = h / a_t
-    mid_piece = (h - a).div_(mid_t).add_(1.0)
-    top_piece = (h - b).div_(top_t).add_(2.0)
-    return torch.where(h < a, low_piece, torch.where(h < b, mid_piece, top_piece))
+def group_ranges(min_f32: torch.Tensor, max_f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (mn, rng) of groups with these minima and maxima: mn = round_bf16_down(min), rng =
+    round_bf16_up(fp32(max - mn)) raised to RANGE_FLOOR when it is positive but smaller, a zero of either stored as
+    +0.0. Both lie on the bf16 grid.
+
+    Rounding outward keeps every value of a group inside [mn, mn + rng], so the final clamp cannot bias codes."""
+    # A zero minimum or range is stored as +0.0: which signed zero a min / max reduction returns is unspecified
+    # (torch, numpy and a GPU tree reduction differ), so -0.0 must not reach the bytes.
+    zero = torch.zeros((), dtype=torch.float32, device=min_f32.device)
+    mins = round_bf16_down(min_f32)
+    mins = torch.where(mins == 0, zero, mins)
+    ranges = round_bf16_up(max_f32 - mins)
+    return mins, torch.where(ranges > 0, ranges.clamp_min(RANGE_FLOOR), zero)
+
+
+def group_reciprocal(ranges: torch.Tensor, bits: int) -> torch.Tensor:
+    """fp32 inv = B * 2^16 / rng per group (correctly rounded), 0 where rng == 0."""
+    scaled_top = torch.full_like(ranges, float(((1 << bits) - 1) * _FIXED_ONE))  # exact: < 2^24
+    # A device tensor as the numerator: torch's CUDA division by a host scalar multiplies by a reciprocal instead.
+    return torch.where(ranges > 0, scaled_top / ranges, torch.zeros_like(ranges))
+
+
+def _row_blocks(values: torch.Tensor, group_size: int) -> list[tuple[torch.Tensor, slice]]:
+    """Values that start on a group boundary as [groups, group_size] views: the full groups, then the short last
+    group (if any) as a [1, short] view; each with the slice of its groups in the chunk."""
+    n_full, short = divmod(values.numel(), group_size)
+    blocks = [(values[: n_full * group_size].view(n_full, group_size), slice(0, n_full))] if n_full else []
+    if short:
+        blocks.append((values[n_full * group_size:].view(1, short), slice(n_full, n_full + 1)))
+    return blocks
+
+
+def _group_chunks(n_groups: int, group_size: int, device: torch.device) -> list[tuple[int, int]]:
+    """[g0, g1) group ranges of about _chunk_len values; every chunk starts at a multiple of 8 values, so on a
+    byte of every packed width and on a noise pair."""
+    aligned = 8 // math.gcd(group_size, 8)
+    per_chunk = aligned * max(1, _chunk_len(device) // (aligned * group_size))
+    return [(g0, min(g0 + per_chunk, n_groups)) for g0 in range(0, n_groups, per_chunk)]
+
+
+def _codes(s: torch.Tensor, noise: torch.Tensor, bits: int, vm: VmPieces | None) -> torch.Tensor:
+    """uint8 codes q = min((trunc(s) + base + noise) >> 16, B) of fixed-point values s (VM maps s first)."""
+    base = None
+    if vm is not None:
+        low, mid = s < vm.low_end, s < vm.mid_end
+        f32 = {"dtype": torch.float32, "device": s.device}
+        offset = torch.where(low, torch.tensor(0.0, **f32),
+                             torch.where(mid, torch.tensor(vm.low_end, **f32), torch.tensor(vm.mid_end, **f32)))
+        slope = torch.where(low, torch.tensor(vm.low_slope, **f32),
+                            torch.where(mid, torch.tensor(vm.mid_slope, **f32), torch.tensor(vm.top_slope, **f32)))
+        s = (s - offset).mul_(slope)
+        base = (~low).to(torch.int64).add_((~mid).to(torch.int64)).mul_(_FIXED_ONE)
+    fixed = s.to(torch.int64).add_(noise)  # trunc: s >= 0
+    if base is not None:
+        fixed.add_(base)
+    return (fixed >> NOISE_BITS).clamp_max_((1 << bits) - 1).to(torch.uint8)
 
 
 def quantize_pack_ref(x: torch.Tensor, bits: int, group_size: int, seed: int, vm_a: float | None = None,
                       fp32_tail: bool = False) -> PackedRef:
-    """Stochastically quantize ``x`` to ``bits``-bit codes in groups of ``group_size`` flat values and pack them.
+    """Stochastically quantize ``x`` to ``bits``-bit codes in groups of ``group_size`` flat values and pack them, with
+    the arithmetic of the module docstring (group_ranges, group_reciprocal, rounding_noise, VM map, code clamp).
 
-    Per group g (fp32 arithmetic, B = 2^bits - 1):
-
-    * ``mn = round_bf16_down(min_g x)``, ``rng = round_bf16_up(max_g x - mn)`` (fp32 subtraction; both are
-      stored as bf16 without further rounding). Rounding outward keeps every value of the group inside
-      [mn, mn + rng] (up to the fp32 rounding of that subtraction), so the final clamp cannot bias the codes;
-    * ``h = ((x - mn) / rng) * B``, or ``h = 0`` where ``rng == 0``;
-    * VM (bits == 2, ``vm_a`` given): ``h`` is mapped onto the uniform grid by ``_vm_to_uniform_grid``;
-    * ``q = clamp(floor(h + u), 0, B)`` with ``u = uniform_from_hash(hash_uint32(seed, i))`` and ``i`` the
-      element's flat offset in ``x``.
-
-    Codes of all non-tail values are packed with ``pack_codes``. Requires finite x with |x| < 3.38e38 (the
-    largest bf16 value).
-    """
+    Codes of all non-tail values are packed with ``pack_codes``; the metadata is (mn, rng) in bfloat16. Requires
+    finite x with |x| < 3.38e38 (the largest bf16 value)."""
     check_quant_args(bits, group_size, vm_a)
     flat = x.detach().reshape(-1).to(torch.float32)
     n_full, short, tail_len = split_groups(flat.numel(), group_size, fp32_tail)
     n_packed = n_full * group_size + short
     tail = flat[n_packed:].clone() if tail_len else None
 
-    min_f32, max_f32 = _group_minmax(flat, n_full, group_size, short)
-    mins = round_bf16_down(min_f32)
-    ranges = round_bf16_up(max_f32 - mins)
-
-    top = float((1 << bits) - 1)
-    vm = None if vm_a is None else vm_constants(vm_a)
+    mins, ranges = group_ranges(*_group_minmax(flat, n_full, group_size, short))
+    inv = group_reciprocal(ranges, bits)
+    vm = None if vm_a is None else vm_pieces(vm_a)
+    keys = hash_keys(seed)
     payload = torch.empty(-(-n_packed * bits // 8), dtype=torch.uint8, device=flat.device)
-    step = _chunk_len(flat.device)  # a multiple of 8 codes, so every chunk starts on a byte boundary
-    for start in range(0, n_packed, step):
-        stop = min(start + step, n_packed)
-        offsets = torch.arange(start, stop, dtype=torch.int64, device=flat.device)
-        group = offsets // group_size
-        mn, rng = mins[group], ranges[group]
-        h = (flat[start:stop] - mn).div_(rng).mul_(top)
-        h = torch.where(rng > 0, h, torch.zeros((), dtype=torch.float32, device=h.device))
-        if vm is not None:
-            h = _vm_to_uniform_grid(h, *vm)
-        codes = h.add_(uniform_from_hash(_hash_chunk(seed, offsets))).floor_().clamp_(0.0, top).to(torch.uint8)
+    for g0, g1 in _group_chunks(n_full + (short > 0), group_size, flat.device):
+        start, stop = g0 * group_size, min(g1 * group_size, n_packed)
+        values = flat[start:stop]
+        s = torch.empty_like(values)
+        for (rows, groups), (out_rows, _) in zip(_row_blocks(values, group_size), _row_blocks(s, group_size)):
+            torch.mul(rows - mins[g0:g1][groups, None], inv[g0:g1][groups, None], out=out_rows)
+        codes = _codes(s, _noise_chunk(keys, start, stop, flat.device), bits, vm)
         payload[start * bits // 8: -(-stop * bits // 8)] = _pack(codes, bits)
     return PackedRef(payload, mins.to(torch.bfloat16), ranges.to(torch.bfloat16), tail)
 
@@ -375,18 +482,19 @@ def check_packed_layout(payload: torch.Tensor, mins: torch.Tensor, ranges: torch
 def unpack_dequantize_ref(payload: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor,
                           tail: torch.Tensor | None, shape: torch.Size | tuple[int, ...], bits: int,
                           group_size: int, vm_a: float | None = None) -> torch.Tensor:
-    """Inverse of ``quantize_pack_ref``: fp32 tensor of ``shape`` with ``x_hat = table[q] * rng + mn`` (one fp32
-    multiply, then one add) where ``table = dequant_level_table(bits, vm_a)``; the fp32 tail is copied back."""
+    """Inverse of ``quantize_pack_ref``: fp32 tensor of ``shape`` with ``x_hat = fp32(fp32(level(q) * rng) + mn)``
+    (``level = dequant_level_table(bits, vm_a)``); the fp32 tail is copied back."""
     numel, n_packed = check_packed_layout(payload, mins, ranges, tail, shape, bits, group_size, vm_a)
     table = torch.tensor(dequant_level_table(bits, vm_a), dtype=torch.float32, device=payload.device)
     mins_f32, ranges_f32 = mins.to(torch.float32), ranges.to(torch.float32)
     out = torch.empty(numel, dtype=torch.float32, device=payload.device)
-    step = _chunk_len(payload.device)
-    for start in range(0, n_packed, step):
-        stop = min(start + step, n_packed)
-        group = torch.arange(start, stop, dtype=torch.int64, device=payload.device) // group_size
+    for g0, g1 in _group_chunks(mins.numel(), group_size, payload.device):
+        start, stop = g0 * group_size, min(g1 * group_size, n_packed)
         codes = unpack_codes(payload[start * bits // 8: -(-stop * bits // 8)], bits, stop - start)
-        out[start:stop] = table[codes.to(torch.int64)].mul_(ranges_f32[group]).add_(mins_f32[group])
+        levels = table[codes.to(torch.int64)]
+        for (rows, groups), (out_rows, _) in zip(_row_blocks(levels, group_size),
+                                                 _row_blocks(out[start:stop], group_size)):
+            torch.add(rows.mul_(ranges_f32[g0:g1][groups, None]), mins_f32[g0:g1][groups, None], out=out_rows)
     if tail is not None:
         out[n_packed:] = tail.to(torch.float32)
     return out.view(tuple(shape))
@@ -395,16 +503,25 @@ def unpack_dequantize_ref(payload: torch.Tensor, mins: torch.Tensor, ranges: tor
 # --------------------------------------------------------------------------------------------- other streams
 
 
+def sign_words_per_row(r: int) -> int:
+    """Hashes per row of a D x r projection: each supplies the signs of 32 consecutive entries."""
+    return -(-r // SIGNS_PER_WORD)
+
+
 def rademacher_ref(seed: int, d: int, r: int, device: torch.device | str | None = None,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(d, r) random projection with entries +-1/sqrt(r): entry (i, j) is negative iff bit 31 of
-    ``hash_uint32(seed, i * r + j)`` is set. E[M M^T] = I, so x ~ (x M) M^T without bias."""
+    """(d, r) random projection with entries +-1/sqrt(r): entry (i, j) is negative iff bit (j & 31) of
+    ``hash_uint32(seed, i * sign_words_per_row(r) + (j >> 5))`` is set. E[M M^T] = I, so x ~ (x M) M^T without
+    bias."""
     if d < 1 or r < 1:
         raise ValueError(f"projection needs d >= 1 and r >= 1, got d={d}, r={r}")
-    h = hash_uint32(seed, torch.arange(d * r, dtype=torch.int64, device=device))
+    words = sign_words_per_row(r)
+    h = hash_uint32(seed, torch.arange(d * words, dtype=torch.int64, device=device)).view(d, words, 1)
+    bit = torch.arange(SIGNS_PER_WORD, dtype=torch.int64, device=h.device)
+    negative = ((h >> bit) & 1).view(d, words * SIGNS_PER_WORD)[:, :r] == 1
     scale = 1.0 / math.sqrt(r)
-    signs = torch.where((h >> 31) == 1, -scale, scale)
-    return signs.to(dtype).view(d, r)
+    signs = torch.where(negative, -scale, scale)
+    return signs.to(dtype)
 
 
 def project_rademacher_ref(x2d: torch.Tensor, seed: int, r: int) -> torch.Tensor:

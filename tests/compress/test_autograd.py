@@ -260,7 +260,8 @@ def test_chunked_weight_gradient_matches_unchunked(spec: CompressionSpec) -> Non
     chunked = dataclasses.replace(spec, grad_chunk_values=48)  # a few aligned row units per chunk
     whole = dataclasses.replace(spec, grad_chunk_values=None)
     grads = [torch.autograd.grad(compressed_linear(x, w, bias, s, seed=5), w, grad_out)[0] for s in (chunked, whole)]
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    # Only the fp32 summation order differs: a few ulps of the gradient's scale (entries reach ~100 here).
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6 * float(grads[1].abs().max()))
 
 
 def test_dequantize_row_chunks_cover_the_tensor_in_aligned_pieces() -> None:

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from sustainml_kernels.quant_ref import (
+    RANGE_FLOOR,
+    dequant_level_table,
     dropout_mask_ref,
+    group_reciprocal,
+    hash_keys,
     hash_uint32,
     pack_codes,
     pack_mask_ref,
@@ -17,6 +21,8 @@ from sustainml_kernels.quant_ref import (
     rademacher_ref,
     round_bf16_down,
     round_bf16_up,
+    round_to_f32,
+    rounding_noise,
     uniform_from_hash,
     unpack_codes,
     unpack_dequantize_ref,
@@ -24,6 +30,7 @@ from sustainml_kernels.quant_ref import (
 )
 
 M32 = 0xFFFFFFFF
+SEED = 0x0123456789ABCDEF
 
 
 def _fmix32(h: int) -> int:
@@ -34,43 +41,142 @@ def _fmix32(h: int) -> int:
     return h ^ (h >> 16)
 
 
-def _hash_python(seed: int, offset: int) -> int:
-    """The documented recipe, in plain Python integers."""
+def _keys_python(seed: int) -> tuple[int, int]:
     seed &= 2**64 - 1
     s_lo, s_hi = seed & M32, seed >> 32
     k1 = _fmix32(s_lo ^ _fmix32(s_hi ^ 0x9E3779B9))
-    k2 = _fmix32(s_hi ^ 0x7F4A7C15)
-    h = _fmix32((offset & M32) ^ k1)
-    return _fmix32(((h ^ (offset >> 32)) + k2) & M32)
+    return k1, _fmix32(s_hi ^ _fmix32(k1 ^ 0x7F4A7C15))
+
+
+def _hash_python(seed: int, counter: int) -> int:
+    """The documented recipe, in plain Python integers."""
+    k1, k2 = _keys_python(seed)
+    x = (counter & M32) ^ k1
+    x ^= x >> 17
+    x = (x * 0xED5AD4BB) & M32
+    x = (x + (k2 ^ (counter >> 32))) & M32
+    x ^= x >> 11
+    x = (x * 0xAC4C1B51) & M32
+    x ^= x >> 15
+    x = (x * 0x31848BAB) & M32
+    return x ^ (x >> 14)
 
 
 def test_hash_matches_the_documented_uint32_recipe() -> None:
     rng = random.Random(0)
     for _ in range(50):
         seed = rng.getrandbits(64)
-        offsets = [rng.getrandbits(rng.choice([8, 31, 32, 40, 62])) for _ in range(20)]
-        got = hash_uint32(seed, torch.tensor(offsets)).tolist()
-        assert got == [_hash_python(seed, o) for o in offsets]
+        counters = [rng.getrandbits(rng.choice([8, 31, 32, 40, 62])) for _ in range(20)]
+        got = hash_uint32(seed, torch.tensor(counters)).tolist()
+        assert got == [_hash_python(seed, c) for c in counters]
+        assert hash_keys(seed) == _keys_python(seed)
 
 
 def test_hash_golden_values() -> None:
     # Frozen outputs: a kernel port must reproduce these exactly.
-    assert hash_uint32(0, torch.tensor([0, 1, 2, 3])).tolist() == [303792969, 533076061, 565188513, 186728165]
+    assert hash_uint32(0, torch.tensor([0, 1, 2, 3])).tolist() == [2498909851, 3104941893, 2370062695, 353751767]
     assert hash_uint32(0x0123456789ABCDEF, torch.tensor([0, 1, 2**32 + 7, 2**40 - 1])).tolist() == [
-        1118617079, 1980494307, 1557663075, 1730477717]
-    assert hash_uint32(2**64 - 1, torch.tensor([5])).tolist() == [1464682277]
+        3559201844, 2372741050, 3768474337, 117576017]
+    assert hash_uint32(2**64 - 1, torch.tensor([5])).tolist() == [559003751]
+
+
+def test_both_keys_depend_on_every_bit_of_the_seed() -> None:
+    """Each key changes whichever seed bit flips (no key is a function of one seed word), and distinct seeds give
+    distinct key pairs; streams of seeds that differ in one word are unrelated (about half the bits agree)."""
+    rng = random.Random(1)
+    seeds = [rng.getrandbits(64) for _ in range(20)]
+    for seed in seeds:
+        k1, k2 = hash_keys(seed)
+        for bit in range(64):
+            f1, f2 = hash_keys(seed ^ (1 << bit))
+            assert f1 != k1 and f2 != k2, (hex(seed), bit)
+    assert len({hash_keys(s) for s in range(4096)}) == 4096
+    counters = torch.arange(1 << 14)
+    base = hash_uint32(seeds[0], counters)
+    for other in (seeds[0] ^ 1, seeds[0] ^ (1 << 40), seeds[0] ^ (1 << 63)):
+        agree = (~(base ^ hash_uint32(other, counters)) & M32)
+        agree_fraction = sum(bin(v).count("1") for v in agree.tolist()) / (32 * counters.numel())
+        assert abs(agree_fraction - 0.5) < 0.01, (hex(other), agree_fraction)
 
 
 def test_hash_keeps_shape_and_range_and_uniform_is_in_unit_interval() -> None:
-    offsets = torch.arange(2 * 40_000).view(2, 40_000)  # more than one internal chunk
-    h = hash_uint32(42, offsets)
-    assert h.shape == offsets.shape and h.dtype == torch.int64
+    counters = torch.arange(2 * 40_000).view(2, 40_000)  # more than one internal chunk
+    h = hash_uint32(42, counters)
+    assert h.shape == counters.shape and h.dtype == torch.int64
     assert int(h.min()) >= 0 and int(h.max()) < 2**32
     u = uniform_from_hash(h)
     assert u.dtype == torch.float32 and float(u.min()) >= 0.0 and float(u.max()) < 1.0
     assert torch.equal(u, (h >> 8).double().mul(2.0**-24).float())
     assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
-    assert not torch.equal(hash_uint32(43, offsets), h)
+    assert not torch.equal(hash_uint32(43, counters), h)
+
+
+def test_rounding_noise_is_one_hash_per_pair_of_elements() -> None:
+    h = hash_uint32(SEED, torch.arange(40))
+    want = torch.stack([h & 0xFFFF, h >> 16], dim=1).reshape(-1)
+    assert torch.equal(rounding_noise(SEED, 0, 80), want)
+    for start, n in ((1, 5), (7, 30), (33, 0), (2, 78)):  # odd starts begin with the high half of a pair
+        assert torch.equal(rounding_noise(SEED, start, n), want[start:start + n])
+    big = 2**40 + 3
+    assert rounding_noise(SEED, big, 1).item() == hash_uint32(SEED, torch.tensor([big >> 1])).item() >> 16
+    u = rounding_noise(SEED, 0, 1 << 17).double() / 2**16  # uniform on [0, 1): mean 1/2, variance 1/12
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    with pytest.raises(ValueError, match="start >= 0"):
+        rounding_noise(SEED, -1, 3)
+
+
+def _codes_python(x: list[float], bits: int, noise: list[int]) -> list[int]:
+    """One group's codes by the documented recipe, in fp32 via struct round trips (no torch)."""
+    f32 = round_to_f32
+    top = (1 << bits) - 1
+    mn = float(round_bf16_down(torch.tensor([min(x)]))[0])
+    rng = float(round_bf16_up(torch.tensor([f32(max(x) - mn)]))[0])
+    rng = max(rng, RANGE_FLOOR) if rng > 0 else 0.0
+    inv = f32(top * 65536 / rng) if rng > 0 else 0.0
+    return [min((int(f32(f32(v - mn) * inv)) + n) >> 16, top) for v, n in zip(x, noise)]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_codes_follow_the_documented_fixed_point_recipe(bits: int) -> None:
+    x = (torch.randn(3, 40, generator=torch.Generator().manual_seed(bits)) * 5).reshape(-1)
+    packed = quantize_pack_ref(x, bits, 40, SEED)
+    codes = unpack_codes(packed.payload, bits, x.numel()).tolist()
+    noise = rounding_noise(SEED, 0, x.numel()).tolist()
+    for g in range(3):
+        part = slice(40 * g, 40 * g + 40)
+        assert codes[part] == _codes_python(x[part].tolist(), bits, noise[part])
+
+
+def test_stochastic_rounding_probability_is_the_fraction_to_within_the_noise_resolution() -> None:
+    """P(q = floor(h) + 1) = trunc(s) mod 2^16 / 2^16 over the 2^16 noise values: E[q] = trunc(s) / 2^16, at most
+    one noise step (2^-16 of a level) below h."""
+    top = 3
+    for frac in (0.0, 0.25, 1 / 3, 0.5, 0.999, 0.9999999):
+        s = math.floor((1 + frac) * 65536)  # h = 1 + frac levels
+        codes = [min((s + n) >> 16, top) for n in range(1 << 16)]
+        mean = sum(codes) / (1 << 16)
+        assert 0.0 <= (1 + frac) - mean < 2.0**-16
+
+
+def test_tiny_ranges_are_raised_to_the_floor_and_zero_ranges_stay_zero() -> None:
+    x = torch.tensor([1e-35, 2e-35, 3e-35, 5e-35, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0 + 1e-7, 1.0, 1.0])
+    packed = quantize_pack_ref(x, 2, 4, SEED)
+    ranges = packed.ranges.float()
+    assert ranges[0] == RANGE_FLOOR and ranges[1] == 0.0 and ranges[2] > RANGE_FLOOR
+    inv = group_reciprocal(ranges, 2)
+    assert bool(torch.isfinite(inv).all()) and inv[1] == 0.0
+    out = unpack_dequantize_ref(*packed, x.shape, 2, 4)
+    assert torch.equal(out[4:8], x[4:8])  # a constant group decodes exactly
+    assert bool(((out[:4] - x[:4]).abs() <= RANGE_FLOOR).all())
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_uniform_level_table_is_one_fp32_multiply_and_hits_both_ends_exactly(bits: int) -> None:
+    top = (1 << bits) - 1
+    table = dequant_level_table(bits, None)
+    step = torch.tensor(1.0 / top, dtype=torch.float32)
+    assert torch.equal(torch.tensor(table, dtype=torch.float32), torch.arange(top + 1, dtype=torch.float32) * step)
+    assert table[0] == 0.0 and table[-1] == 1.0
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
@@ -127,8 +233,8 @@ def test_rademacher_is_seeded_signed_and_scaled() -> None:
     assert torch.equal(m.abs(), torch.full_like(m, 0.25))
     assert torch.equal(m, rademacher_ref(5, 64, 16))
     assert not torch.equal(m, rademacher_ref(6, 64, 16))
-    h = hash_uint32(5, torch.arange(64 * 16)).view(64, 16)
-    assert torch.equal(m < 0, (h >> 31) == 1)
+    h = hash_uint32(5, torch.arange(64)).view(64, 1)  # one hash word per row of <= 32 entries
+    assert torch.equal(m < 0, ((h >> torch.arange(16)) & 1) == 1)
     # E[M M^T] = I: the average over seeds approaches the identity (off-diagonal std 0.5 / sqrt(500)).
     mean = sum(m @ m.t() for m in (rademacher_ref(s, 8, 4) for s in range(500))) / 500
     assert torch.allclose(mean, torch.eye(8), atol=0.15)
@@ -173,3 +279,11 @@ def test_codes_survive_unpack_and_dequantize_within_a_step(bits: int, vm_a: floa
     assert bool((x[:n_packed] <= mins[group_of] + ranges[group_of]).all())
     if fp32_tail:
         assert packed.tail is not None and torch.equal(x_hat[n_packed:], x[n_packed:])
+
+
+def test_signed_zero_minima_and_ranges_are_stored_as_positive_zero() -> None:
+    """Which zero a min / max reduction returns is unspecified, so no -0.0 may reach the metadata."""
+    for order in ([-0.0, 0.0, 1.0, 2.0], [0.0, -0.0, 1.0, 2.0], [-0.0, -0.0, -0.0, 0.0], [0.0, -0.0, 0.0, -0.0]):
+        packed = quantize_pack_ref(torch.tensor(order * 3), 2, 4, SEED)
+        assert packed.mins.view(torch.int16).tolist() == [0, 0, 0], order
+        assert not any(torch.signbit(packed.ranges.float()).tolist()), order

@@ -273,3 +273,19 @@ def test_empty_and_all_failed_frames_write_messages(tmp_path: Path) -> None:
     write_tables(failed, [], tmp_path / "failed")
     text = (tmp_path / "failed" / "table1.md").read_text()
     assert "nothing to show" in text and "2 run(s) with status other than ok are excluded (1 failed, 1 oom)." in text
+
+
+def test_table1_states_the_mcs_covering_status_and_gap_per_class(tmp_path: Path) -> None:
+    rows = [_row("mnist", "rand", 0)]
+    for seed, (status, gaps) in enumerate((("optimal", "0.0000 0.0100 0.0000"), ("feasible", "0.0200 0.0000 0.0300"))):
+        rows.append({**_row("mnist", "mcs", seed), "mcs_status": status, "mcs_class_gaps": gaps,
+                     "mcs_gap": max(float(g) for g in gaps.split())})
+    write_tables(pd.DataFrame(rows), [], tmp_path)
+    table1 = (tmp_path / "table1.md").read_text()
+    # The worst status of the two runs, and per class the larger of their gaps, in %.
+    assert ("MCS covering: status feasible; certified gap of eta (eta - proven lower bound) / eta per class "
+            "2, 1, 3 % (largest over the 2 runs).") in table1
+    rows = [{**row, "mcs_class_gaps": NAN} for row in rows]  # records written before the per-class gaps
+    write_tables(pd.DataFrame(rows), [], tmp_path)
+    assert "status feasible; certified gap of eta (eta - proven lower bound) / eta largest class 3 %" in (
+        tmp_path / "table1.md").read_text()

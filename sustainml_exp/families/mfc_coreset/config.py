@@ -28,6 +28,9 @@ NORMS = ("linf", "l2")
 # pgd_linf / pgd_l2: PGD under that norm; aa: APGD-CE + APGD-DLR under `norm`, worst case per sample.
 ATTACKS = ("pgd_linf", "pgd_l2", "aa")
 MCS_SOLVERS = ("exact", "greedy")
+# A covering's status, best to worst (a run reports its worst class). optimal: certified gap 0; feasible: a valid
+# cover within the certified gap of the optimum; greedy: solver=greedy (greedy covers and packing bounds only).
+MCS_STATUSES = ("optimal", "feasible", "greedy")
 SUBMOD_FUNCTIONS = ("graph_cut", "facility_location")
 CONDENSED_FORMATS = ("pixels", "meanstd")
 
@@ -139,17 +142,18 @@ def protocol_value(dataset: str, key: str) -> Any:
 
 @dataclass
 class MCSConfig:
-    # exact: HiGHS MILP wherever greedy set cover and the LP bound disagree; greedy: greedy set cover only.
+    # exact: Lagrangian bounds, local search and (small classes) HiGHS; greedy: greedy covers and packing bounds only.
     solver: str = "exact"
-    time_limit_s: float = 120.0  # per MILP; a timed-out solve keeps its best cover and records its gap
-    mip_rel_gap: float = 0.0
+    # Per class: the search for the smallest eta ends here (or earlier, once proven) and reports its certified gap.
+    time_limit_s: float = 60.0
+    target_gap: float = 0.0  # stop a class's search once its certified relative gap of eta is at most this
     distance_block: int = 4096  # rows per block of the pairwise distance computation
-    max_bisection_steps: int = 64
+    max_bisection_steps: int = 100
 
     def validate(self) -> None:
         check_choice("mcs.solver", self.solver, MCS_SOLVERS)
         check_range("mcs.time_limit_s", self.time_limit_s, lo=0.0, lo_open=True)
-        check_range("mcs.mip_rel_gap", self.mip_rel_gap, lo=0.0, hi=1.0)
+        check_range("mcs.target_gap", self.target_gap, lo=0.0, hi=1.0, hi_open=True)
         check_range("mcs.distance_block", self.distance_block, lo=1)
         check_range("mcs.max_bisection_steps", self.max_bisection_steps, lo=1)
 

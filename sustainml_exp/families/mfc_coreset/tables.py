@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from sustainml_exp.families.mfc_coreset.config import (
     CONDENSE_ITERATIONS_DIGITS,
     EPS_LINF,
+    MCS_STATUSES,
     METHODS,
     TM_PROTOCOLS,
     TRAIN_MODES,
@@ -298,6 +299,8 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
         label = _protocol_label(_label(method), runs)
         records.append(_table1_row(label, runs, rob_column, paper.get(method)))
         notes += seed_note(label, runs)
+        if method == "mcs":
+            notes += _mcs_covering_note(runs)
         if len(runs) and not numeric(runs, rob_column).size:
             no_rob.append(label)
         elif len(runs) and numeric(runs, rob_column).size < len(runs):
@@ -337,6 +340,27 @@ def _short_protocol_note() -> str:
             f"{tm.max_start_epoch - 1}, {tm.syn_steps} student steps, {'ZCA' if tm.zca else 'no ZCA'}), 'custom' a "
             "condense.* setting changed on the command line, 'file' a precomputed set. TM's published protocol is "
             "MTT's at 50 images per class (recorded per run as condense_tm_protocol).")
+
+
+def _mcs_covering_note(runs: pd.DataFrame) -> list[str]:
+    """The MCS runs' covering: their worst status and each class's certified gap of eta (largest over the runs)."""
+    if runs.empty or "mcs_status" not in runs.columns:
+        return []
+    statuses = [str(s) for s in runs["mcs_status"] if isinstance(s, str) and s]
+    if not statuses:
+        return []
+    worst = max(statuses, key=lambda s: MCS_STATUSES.index(s) if s in MCS_STATUSES else len(MCS_STATUSES))
+    per_run = [[float(g) for g in gaps.split()] for gaps in runs.get("mcs_class_gaps", pd.Series(dtype=object))
+               if isinstance(gaps, str) and gaps.strip()]
+    largest = numeric(runs, "mcs_gap")
+    if per_run and len({len(g) for g in per_run}) == 1:
+        gaps = "per class " + ", ".join(f"{100 * max(g):.2g}" for g in zip(*per_run)) + " %"
+    elif largest.size:
+        gaps = f"largest class {100 * largest.max():.2g} %"
+    else:
+        gaps = "not recorded"
+    over = f" (largest over the {len(runs)} runs)" if len(runs) > 1 else ""
+    return [f"MCS covering: status {worst}; certified gap of eta (eta - proven lower bound) / eta {gaps}{over}."]
 
 
 def _table1_notes(excluded: list[str]) -> list[str]:
