@@ -2,8 +2,8 @@
 
 A family is found through the module that declares its ``FAMILY`` (see family.py), from three places, in order:
 - ``BUILTIN``: the families of this package;
-- the entry point group ``sustainml_exp.families`` of installed distributions
-  (``[project.entry-points."sustainml_exp.families"] my_family = "my_package.my_family"``);
+- the entry point group ``sustainml_exp.families`` of installed distributions, naming the module that declares
+  ``FAMILY`` or the object itself (``[project.entry-points."sustainml_exp.families"] my_family = "my_pkg.my_family"``);
 - the environment variable ``SML_FAMILIES``: comma-separated module paths, importable from ``sys.path``
   (``SML_FAMILIES=my_family PYTHONPATH=src sml-run experiment=my_family``).
 
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from importlib import metadata
+from typing import Any
 
 from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError, UserError
@@ -27,24 +29,26 @@ ENTRY_POINT_GROUP = "sustainml_exp.families"
 FAMILIES_ENV = "SML_FAMILIES"
 
 
-def _declared(module: str, source: str) -> Family:
+def _declared(load: Callable[[], Any], what: str, source: str) -> Family:
+    """The Family that ``load()`` returns (a Family, or a module declaring FAMILY)."""
     try:
-        family = getattr(importlib.import_module(module), "FAMILY")
+        found = load()
     except Exception as exc:  # noqa: BLE001 - any failure to import a plugin is one line for the user
-        raise UserError(f"{source}: cannot load the family module {module!r} "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{source}: cannot load the family {what!r} ({type(exc).__name__}: {detail})") from exc
+    family = found if isinstance(found, Family) else getattr(found, "FAMILY", None)
     if not isinstance(family, Family):
-        raise UserError(f"{source}: {module}.FAMILY is a {type(family).__name__}, not a sustainml_exp.family.Family")
+        raise UserError(f"{source}: {what} is not a sustainml_exp.family.Family and declares no FAMILY")
     return family
 
 
-def _sources() -> list[tuple[str, str]]:
-    """(module, where it was named) of every family to load."""
-    found = [(module, "built-in") for module in BUILTIN]
-    found += [(entry.value, f"entry point {entry.name!r} ({ENTRY_POINT_GROUP})")
+def _sources() -> list[tuple[Callable[[], Any], str, str]]:
+    """(load, what, where it was named) of every family to load."""
+    found = [(partial(importlib.import_module, module), module, "built-in") for module in BUILTIN]
+    found += [(entry.load, entry.value, f"entry point {entry.name!r} ({ENTRY_POINT_GROUP})")
               for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)]
-    found += [(module.strip(), FAMILIES_ENV) for module in os.environ.get(FAMILIES_ENV, "").split(",")
-              if module.strip()]
+    found += [(partial(importlib.import_module, module.strip()), module.strip(), FAMILIES_ENV)
+              for module in os.environ.get(FAMILIES_ENV, "").split(",") if module.strip()]
     return found
 
 
@@ -52,10 +56,10 @@ def _sources() -> list[tuple[str, str]]:
 def families() -> dict[str, Family]:
     """Every family by name; raises UserError (one line) for a family that cannot be loaded or a name taken twice."""
     found: dict[str, Family] = {}
-    for module, source in _sources():
-        family = _declared(module, source)
+    for load, what, source in _sources():
+        family = _declared(load, what, source)
         if family.name in found and found[family.name] is not family:
-            raise UserError(f"{source}: family {family.name!r} ({module}) is already registered by "
+            raise UserError(f"{source}: family {family.name!r} ({what}) is already registered by "
                             f"{found[family.name].schema.__module__}; family names must be unique")
         found[family.name] = family
     return found

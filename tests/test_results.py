@@ -52,3 +52,26 @@ def test_nan_is_stored_as_null_and_merge_dedupes_by_run_id(tmp_path: Path) -> No
     assert frame.set_index("run_id").loc["a-s0", "test_acc"] == 0.6
     on_disk = pd.read_csv(tmp_path / "gnn_blockquant.csv")
     assert len(on_disk) == 2 and on_disk["energy_kwh"].isna().all()
+
+
+def test_a_record_from_before_the_family_field_loads_into_the_csv_and_the_tables(tmp_path: Path) -> None:
+    """Records written before ``family`` existed named the family in ``experiment`` and had no ``family`` key."""
+    from sustainml_exp.registry import get_family
+    from sustainml_exp.results import load_records
+
+    old = {c: "" for c in COMMON_COLUMNS if c != "family"}
+    old.update(run_id="0123456789abcdef-s0", experiment="gnn_blockquant", dataset="synthetic", method="block",
+               seed=0, status="ok", started_utc="2026-01-01T00:00:00.000+00:00", wall_s=3.0, epochs=100,
+               epochs_per_s=40.0, peak_mem_mb=300.0, quant="block", bits=2, kept_frac=0.125, G_R=64, vm=False,
+               test_acc=0.79, val_acc=0.8, act_mem_mb=0.5, train_s=2.5, energy_kwh=None,
+               config={"experiment": "gnn_blockquant", "G_R": 64, "seed": 0}, versions={"torch": "2.5"})
+    path = tmp_path / "runs" / "gnn_blockquant" / f"{old['run_id']}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(old))
+    records = load_records(tmp_path, "gnn_blockquant")
+    frame = merge_records(tmp_path, "gnn_blockquant", records)
+    assert frame.loc[0, "family"] == "gnn_blockquant" and frame.loc[0, "experiment"] == "gnn_blockquant"
+    written = get_family("gnn_blockquant").load_tables()(frame, records, tmp_path / "tables")
+    table4 = (tmp_path / "tables" / "table4.md").read_text()
+    assert tmp_path / "tables" / "table4.md" in written
+    assert "| INT2 block G/R=64 " in table4 and "79.00" in table4

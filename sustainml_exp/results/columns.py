@@ -32,3 +32,11 @@ COMMON_COLUMNS: tuple[str, ...] = (
 )
 
 RUN_STATUSES = ("ok", "failed", "oom")
+
+
+def upgraded(record: dict) -> dict:
+    """``record`` as this version writes it. Records from before the ``family`` field named the family in
+    ``experiment`` (then always one of the family's own preset names), so they read the same either way."""
+    if "family" not in record and "experiment" in record:
+        return {"family": record["experiment"], **record}
+    return record

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sustainml_exp.results.columns import COMMON_COLUMNS
+from sustainml_exp.results.columns import COMMON_COLUMNS, upgraded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,7 +90,7 @@ def load_records(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
     records = []
     for path in sorted(run_dir.glob("*.json")):
         with open(path, encoding="utf-8") as handle:
-            records.append(json.load(handle))
+            records.append(upgraded(json.load(handle)))
     return records
 
 

@@ -178,8 +178,8 @@ def write_table_files(stem: Path, title: str, sections: Sequence[Section], notes
     # Short column names in LaTeX: the grouped header row carries the paper's label.
     latex_sections = [Section(s.heading, s.frame.set_axis([*columns, *paper_columns], axis=1), s.notes)
                       for s in sections]
-    groups = [("", lead_columns), ("This reproduction", len(columns) - lead_columns),
-              (paper_group, len(paper_columns))]
+    groups = [(label, span) for label, span in (("", lead_columns), ("This reproduction", len(columns) - lead_columns),
+                                                (paper_group, len(paper_columns))) if span]
     atomic_write_text(tex_path, latex(title, latex_sections, notes, groups))
     return [md_path, tex_path]
 
