@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from sustainml_exp.errors import UserError
 from sustainml_exp.provenance import export_submit_git_state
 from sustainml_exp.registry import family_of, get_family, register_schemas, search_path
+from sustainml_exp.results.record import OK
 from sustainml_exp.slurm import SLURM_LAUNCHER, scheduler_problem, submitit_plugin_problem
 
 CONFIG_MODULE = "sustainml_exp.conf"
@@ -261,7 +262,7 @@ def _task(cfg: DictConfig) -> None:
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     runtime = HydraConfig.get().runtime
     record = run_experiment(typed, config_dict, runtime.output_dir, experiment=runtime.choices.get("experiment"))
-    if record["status"] != "ok" and HydraConfig.get().mode == RunMode.RUN:
+    if record.status != OK and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.progress import Progress
-from sustainml_exp.results.columns import COMMON_COLUMNS
+from sustainml_exp.results.record import COMMON_COLUMNS, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +41,8 @@ __all__ = ["RUNNER_FIELDS", "RUN_METRICS", "Family", "RunContext", "RunFunction"
 RUN_METRICS = ("epochs", "epochs_per_s", "train_s", "peak_mem_mb", "peak_mem_source", "n_params")
 # Common columns the runner fills from the config, the environment and the energy meter; ``method`` comes from the
 # schema's record_fields().
-RUNNER_FIELDS = tuple(c for c in COMMON_COLUMNS if c not in RUN_METRICS and c != "method") + ("versions", "config")
+RUNNER_FIELDS = tuple(c for c in COMMON_COLUMNS if c not in RUN_METRICS and c != "method") + ("values", "versions",
+                                                                                             "config")
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ class RunFunction(Protocol[ConfigT]):
 
 class TablesFunction(Protocol):
     """Writes the family's tables and figures into ``out_dir`` and returns the written paths. ``frame``: one row per
-    run (every status; the merged CSV); ``records``: the same runs as JSON records, for nested artifacts."""
+    run (every status; the merged CSV); ``records``: the same runs as records, for their nested artifacts."""
 
-    def __call__(self, frame: pd.DataFrame, records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]: ...
+    def __call__(self, frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]: ...
 
 
 def _load(ref: str) -> Any:

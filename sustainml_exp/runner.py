@@ -22,9 +22,7 @@ from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
 from sustainml_exp.registry import family_of
 from sustainml_exp.results import read_record, record_paths, write_record
-from sustainml_exp.results.columns import RUN_STATUSES
-
-OK, FAILED, OOM = RUN_STATUSES
+from sustainml_exp.results.record import FAILED, OK, OOM, RunRecord
 
 log = logging.getLogger("sustainml_exp")
 
@@ -56,12 +54,12 @@ def run_identity(cfg: BaseRunConfig, config_dict: dict[str, Any]) -> tuple[str, 
     return cfg_hash, f"{cfg_hash}-s{cfg.seed}"
 
 
-def finished_record(cfg: BaseRunConfig, run_id: str) -> dict[str, Any] | None:
+def finished_record(cfg: BaseRunConfig, run_id: str) -> RunRecord | None:
     """The ok record that makes this run a skip, or None when it must run (none yet, failed, or rerun=true)."""
     if cfg.rerun:
         return None
     record = read_record(Path(cfg.results_dir), cfg.family, run_id)
-    return record if record is not None and record.get("status") == OK else None
+    return record if record is not None and record.status == OK else None
 
 
 def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
@@ -71,7 +69,7 @@ def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
 
 
 def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path,
-                   experiment: str | None = None) -> dict[str, Any]:
+                   experiment: str | None = None) -> RunRecord:
     """Run one configured experiment and return the record written for it. ``experiment``: the preset the config
     came from (recorded; the family's name when None)."""
     family = family_of(cfg)
@@ -85,46 +83,22 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     experiment = experiment or family.name
     sha, dirty = git_state()
     versions = library_versions()
-    record: dict[str, Any] = {
-        "run_id": run_id,
-        "family": family.name,
-        "experiment": experiment,
-        "dataset": cfg.dataset,
-        "method": "",
-        "seed": cfg.seed,
-        "status": FAILED,
-        "error": "",
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "wall_s": float("nan"),
-        "epochs": 0,
-        "epochs_per_s": float("nan"),
-        "peak_mem_mb": float("nan"),
-        "peak_mem_source": "",
-        "n_params": None,
-        "energy_kwh": float("nan"),
-        "co2_g": float("nan"),
-        "energy_backend": cfg.energy.backend,
-        "cpu_power_source": "",
-        "gpu_power_source": "",
-        "device": cfg.device,
-        "gpu_name": "",
-        "git_sha": sha,
-        "git_dirty": dirty,
-        "cfg_hash": cfg_hash,
-        "torch_version": versions.get("torch", ""),
-        **slurm_ids(),
-        **cfg.record_fields(),
-    }
+    record = RunRecord(run_id=run_id, family=family.name, experiment=experiment, dataset=cfg.dataset, seed=cfg.seed,
+                       started_utc=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                       energy_backend=cfg.energy.backend, device=cfg.device, git_sha=sha, git_dirty=dirty,
+                       cfg_hash=cfg_hash, torch_version=versions.get("torch", ""), **slurm_ids(), versions=versions,
+                       config=config_dict)
+    record.update(cfg.record_fields())
     t0 = time.perf_counter()
     meter = None
     threads_before = None
     try:
         device = resolve_device(cfg.device)
-        record["device"] = device
+        record.device = device
         if device == "cuda":
             import torch
 
-            record["gpu_name"] = torch.cuda.get_device_name()
+            record.gpu_name = torch.cuda.get_device_name()
         seed_everything(cfg.seed)
         if cfg.threads is not None:
             import torch
@@ -144,13 +118,13 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
         meter.epoch_end()
         check_run_metrics(family.name, metrics)
         record.update(metrics)
-        record["status"] = OK
+        record.status = OK
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure must become a recorded row
-        record["status"] = OOM if _is_oom(exc) else FAILED
-        record["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
-        log.error("run %s %s: %s", record["run_id"], record["status"], record["error"])
+        record.status = OOM if _is_oom(exc) else FAILED
+        record.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
+        log.error("run %s %s: %s", record.run_id, record.status, record.error)
     finally:
         if meter is not None:
             report = meter.stop()
@@ -159,10 +133,8 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
             import torch
 
             torch.set_num_threads(threads_before)
-    record["wall_s"] = time.perf_counter() - t0
-    record["versions"] = versions
-    record["config"] = config_dict
-    write_record(record, record_paths(Path(cfg.results_dir), family.name, record["run_id"], output_dir))
+    record.wall_s = time.perf_counter() - t0
+    write_record(record, record_paths(Path(cfg.results_dir), family.name, record.run_id, output_dir))
     return record
 
 

@@ -1,6 +1,6 @@
-"""Run records: one JSON file per run, written atomically; merged into per-experiment CSVs by sml-tables."""
+"""Run records: one JSON file per run, written atomically; merged into per-family CSVs by sml-tables."""
 
-from sustainml_exp.results.columns import COMMON_COLUMNS
+from sustainml_exp.results.record import COMMON_COLUMNS, RUN_STATUSES, RunRecord, RunStatus
 from sustainml_exp.results.store import (
     atomic_write_bytes,
     atomic_write_text,
@@ -11,5 +11,5 @@ from sustainml_exp.results.store import (
     write_record,
 )
 
-__all__ = ["COMMON_COLUMNS", "atomic_write_bytes", "atomic_write_text", "load_records", "merge_records",
-           "read_record", "record_paths", "write_record"]
+__all__ = ["COMMON_COLUMNS", "RUN_STATUSES", "RunRecord", "RunStatus", "atomic_write_bytes", "atomic_write_text",
+           "load_records", "merge_records", "read_record", "record_paths", "write_record"]

@@ -1,4 +1,4 @@
-"""Atomic per-run JSON records and their merge into ``<results_dir>/<experiment>.csv``.
+"""Atomic per-run JSON records and their merge into ``<results_dir>/<family>.csv``.
 
 Concurrent jobs (Slurm arrays) never share a file: each writes its own record via temp file + rename, and only
 ``merge_records`` (run by sml-tables) writes the CSV, also atomically.
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sustainml_exp.results.columns import COMMON_COLUMNS, upgraded
+from sustainml_exp.results.record import COMMON_COLUMNS, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,38 +59,35 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def record_paths(results_dir: Path, experiment: str, run_id: str, output_dir: Path | None) -> list[Path]:
-    paths = [Path(results_dir) / "runs" / experiment / f"{run_id}.json"]
+def record_paths(results_dir: Path, family: str, run_id: str, output_dir: Path | None) -> list[Path]:
+    paths = [Path(results_dir) / "runs" / family / f"{run_id}.json"]
     if output_dir is not None:
         paths.append(Path(output_dir) / "record.json")
     return paths
 
 
-def write_record(record: dict[str, Any], paths: Iterable[Path]) -> None:
-    missing = [c for c in COMMON_COLUMNS if c not in record]
-    if missing:
-        raise ValueError(f"run record lacks common columns: {', '.join(missing)}")
-    text = json.dumps(_finite_or_none(record), indent=2, sort_keys=False, default=_json_default)
+def write_record(record: RunRecord, paths: Iterable[Path]) -> None:
+    text = json.dumps(_finite_or_none(record.to_json()), indent=2, sort_keys=False, default=_json_default)
     for path in paths:
         atomic_write_text(Path(path), text + "\n")
 
 
-def read_record(results_dir: Path, experiment: str, run_id: str) -> dict[str, Any] | None:
+def read_record(results_dir: Path, family: str, run_id: str) -> RunRecord | None:
     """The stored record of ``run_id``, or None when there is none (or it cannot be parsed)."""
-    path = record_paths(Path(results_dir), experiment, run_id, None)[0]
+    path = record_paths(Path(results_dir), family, run_id, None)[0]
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+            return RunRecord.from_json(json.load(handle))
+    except (OSError, ValueError, TypeError):
         return None
 
 
-def load_records(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
-    run_dir = Path(results_dir) / "runs" / experiment
+def load_records(results_dir: Path, family: str) -> list[RunRecord]:
+    run_dir = Path(results_dir) / "runs" / family
     records = []
     for path in sorted(run_dir.glob("*.json")):
         with open(path, encoding="utf-8") as handle:
-            records.append(upgraded(json.load(handle)))
+            records.append(RunRecord.from_json(json.load(handle)))
     return records
 
 
@@ -98,9 +95,8 @@ def _is_column_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def merge_records(results_dir: Path, experiment: str,
-                  records: list[dict[str, Any]] | None = None) -> "pd.DataFrame":
-    """Merge every record of ``experiment`` into ``<results_dir>/<experiment>.csv`` (one row per run_id).
+def merge_records(results_dir: Path, family: str, records: list[RunRecord] | None = None) -> "pd.DataFrame":
+    """Merge every record of ``family`` into ``<results_dir>/<family>.csv`` (one row per run_id).
 
     Scalar fields become columns (common columns first); nested fields (config, versions, artifacts) stay in
     the JSON records. A run_id recorded twice keeps its most recent record.
@@ -108,8 +104,8 @@ def merge_records(results_dir: Path, experiment: str,
     import pandas as pd
 
     if records is None:
-        records = load_records(results_dir, experiment)
-    rows = [{k: v for k, v in r.items() if _is_column_value(v)} for r in records]
+        records = load_records(results_dir, family)
+    rows = [{k: v for k, v in r.to_json().items() if _is_column_value(v)} for r in records]
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=list(COMMON_COLUMNS))
@@ -117,5 +113,5 @@ def merge_records(results_dir: Path, experiment: str,
         frame = frame.sort_values("started_utc").drop_duplicates("run_id", keep="last")
         extra = [c for c in frame.columns if c not in COMMON_COLUMNS]
         frame = frame.reindex(columns=[*COMMON_COLUMNS, *extra]).reset_index(drop=True)
-    atomic_write_text(Path(results_dir) / f"{experiment}.csv", frame.to_csv(index=False))
+    atomic_write_text(Path(results_dir) / f"{family}.csv", frame.to_csv(index=False))
     return frame

@@ -22,13 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sustainml_exp.results.columns import RUN_STATUSES
+from sustainml_exp.results.record import OK
 from sustainml_exp.tables.render import knob_value, tie_order
 
 __all__ = ["cells", "dataset_order", "excluded_note", "knob_values", "left_out_note", "matching", "modal_setting",
            "seed_note", "settings_text", "split_runs"]
 
-OK = RUN_STATUSES[0]
 # Columns every table groups or labels by, as strings (a CSV round trip may turn them into numbers or NaN).
 LABEL_COLUMNS = ("dataset", "method")
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sustainml_exp.families.csl_segmentation.tables import OVERLAY_COLOURS, overlay_rgb, write_tables
+from sustainml_exp.results import RunRecord
 
 # Table 3 runs at the default settings (10 patches of 50 px, MSE), one per seed.
 DEFAULT_TEST = (0.60, 0.70, 0.65, 0.50, 0.55)
@@ -67,7 +68,7 @@ def _fake_results(overlay: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     best["artifacts"]["overlay"] = str(overlay)
     failed = next(r for r in records if r["status"] == "failed")
     failed["artifacts"]["overlay"] = str(overlay)
-    return pd.DataFrame(rows), records
+    return pd.DataFrame(rows), [RunRecord.from_json(r) for r in records]
 
 
 def _write_overlay(path: Path) -> None:

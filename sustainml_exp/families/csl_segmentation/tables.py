@@ -27,6 +27,7 @@ from matplotlib.patches import Patch
 
 from sustainml_exp.families.csl_segmentation.config import SIMILARITIES, CSLRunConfig
 from sustainml_exp.families.csl_segmentation.evaluate import dice
+from sustainml_exp.results import RunRecord
 from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
@@ -336,12 +337,12 @@ def _best_csl_row(rows: pd.DataFrame) -> pd.Series | None:
     return ranked.dropna(subset=["_score"]).sort_values(["_score", "_id"], ascending=[False, True]).iloc[0]
 
 
-def _write_overlay(dataset: str, row: pd.Series, record: dict[str, Any] | None,
+def _write_overlay(dataset: str, row: pd.Series, record: RunRecord | None,
                    out_dir: Path) -> tuple[list[Path], str]:
     test = pd.to_numeric(pd.Series([row.get("test_dice")]), errors="coerce").iloc[0]
     run = (f"run {row.get('run_id')} (seed {knob_value(row.get('seed'))}, val Dice {float(row['_score']):.4f}, "
            f"test Dice {fmt(float(test), DICE_DIGITS)})")
-    path_text = ((record or {}).get("artifacts") or {}).get("overlay")
+    path_text = record.artifacts.get("overlay") if record is not None else None
     if is_missing(path_text):
         return [], f"Figure 7 overlay skipped: the best CSL {run} recorded no overlay."
     path = Path(str(path_text))
@@ -371,9 +372,9 @@ def _write_overlay(dataset: str, row: pd.Series, record: dict[str, Any] | None,
                      f"reference code chooses); {colours} over the image.")
 
 
-def _write_overlays(ok: pd.DataFrame, records: Sequence[dict[str, Any]],
+def _write_overlays(ok: pd.DataFrame, records: Sequence[RunRecord],
                     out_dir: Path) -> tuple[list[Path], dict[str, list[str]]]:
-    by_id = {str(r.get("run_id")): r for r in records if r.get("status") == "ok"}
+    by_id = {r.run_id: r for r in records}
     written: list[Path] = []
     notes: dict[str, list[str]] = {}
     if ok.empty:
@@ -390,7 +391,7 @@ def _write_overlays(ok: pd.DataFrame, records: Sequence[dict[str, Any]],
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table2.md/.tex, table3.md/.tex and figure7_<dataset>.png (for each dataset whose best contrastive
     run kept an overlay) into ``out_dir``; return the written paths. Only rows with status 'ok' count."""
     out_dir = Path(out_dir)

@@ -30,6 +30,7 @@ from sustainml_exp.compress.vm import (
     optimal_inner_level,
     variance_reduction,
 )
+from sustainml_exp.results import RunRecord
 from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
@@ -438,30 +439,28 @@ def _write_table5(ok: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[
 # ---------------------------------------------------------------------------------------------------------------
 # Figures
 
-def _representative_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def _representative_record(records: Sequence[RunRecord]) -> RunRecord | None:
     """A quantized run with activation statistics: EXACT with d = 16 on the largest dataset, preferably."""
-    candidates = [r for r in records if r.get("status") == "ok"
-                  and (r.get("artifacts") or {}).get("activation_stats")]
+    candidates = [r for r in records if r.artifacts.get("activation_stats")]
     if not candidates:
         return None
 
-    def rank(record: dict[str, Any]) -> tuple:
-        dataset = str(record.get("dataset", ""))
-        nodes = _to_int(record.get("num_nodes")) or KNOWN_NUM_NODES.get(dataset, 0)
+    def rank(record: RunRecord) -> tuple:
+        nodes = _to_int(record.get("num_nodes")) or KNOWN_NUM_NODES.get(record.dataset, 0)
         config = run_config(record)
-        first_d = record["artifacts"]["activation_stats"][0].get("d")
-        return (-nodes, dataset.startswith("synthetic"), config.quant != "exact", first_d != 16,
-                not config.paper_layout, config.vm, not config.default_layout, _to_int(record.get("seed")) or 0,
-                str(record.get("run_id", "")))
+        first_d = record.artifacts["activation_stats"][0].get("d")
+        return (-nodes, record.dataset.startswith("synthetic"), config.quant != "exact", first_d != 16,
+                not config.paper_layout, config.vm, not config.default_layout, _to_int(record.seed) or 0,
+                record.run_id)
 
     return min(candidates, key=rank)
 
 
-def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+def _write_figure9(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     record = _representative_record(records)
     if record is None:
         return []
-    layers = record["artifacts"]["activation_stats"]
+    layers = record.artifacts["activation_stats"]
     fig = Figure(figsize=(4.2 * len(layers), 3.6), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for layer, (ax, stats) in enumerate(zip(axes, layers)):
@@ -495,8 +494,8 @@ def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Pat
             more = atoms.get_legend_handles_labels()
             ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper right")
     config = run_config(record)
-    fig.suptitle(f"Figure 9: normalized activations, {record.get('dataset')} {config_label(config)} "
-                 f"(seed {record.get('seed')}); uniform model has no atoms", fontsize=10)
+    fig.suptitle(f"Figure 9: normalized activations, {record.dataset} {config_label(config)} "
+                 f"(seed {record.seed}); uniform model has no atoms", fontsize=10)
     return save_figure(fig, out_dir / "figure9.png")
 
 
@@ -532,7 +531,7 @@ def _write_figure10(out_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table4.md/.tex, table5.md/.tex, figure9.png (when a quantized run has statistics) and figure10.png
     into ``out_dir``; return the written paths. Only rows with status 'ok' count."""
     out_dir = Path(out_dir)
@@ -542,6 +541,6 @@ def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Pa
     written = _write_table4(ok, excluded, out_dir)
     written += _write_table5(ok, excluded, out_dir)
     ok_ids = set(ok["run_id"].astype(str)) if "run_id" in ok.columns else set()
-    written += _write_figure9([r for r in records if str(r.get("run_id")) in ok_ids], out_dir)
+    written += _write_figure9([r for r in records if r.run_id in ok_ids], out_dir)
     written += _write_figure10(out_dir)
     return written

@@ -36,7 +36,7 @@ from sustainml_exp.families.mfc_coreset.config import (
     eps_l2_from_linf,
     input_dim,
 )
-from sustainml_exp.results import atomic_write_text
+from sustainml_exp.results import RunRecord, atomic_write_text
 from sustainml_exp.tables.cost import RUN_COSTS, SELECT, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
@@ -567,7 +567,7 @@ def _write_figures(ok: pd.DataFrame, not_ok: pd.DataFrame, out_dir: Path) -> lis
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table1.md/.tex, figure3 and figure4 (.png when they have runs, .md/.tex always) and
     figure_k_<dataset>_<model>.png/.md/.tex for every other (dataset, model) with runs into ``out_dir``; return the
     written paths. Only rows with status 'ok' count; ``records`` is not needed (the frame has every column)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from sustainml_exp.results import RunRecord
 from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import Section, mean_std, numeric, write_table_files
 from sustainml_exp.tables.rows import cells, dataset_order, excluded_note, seed_note, split_runs
@@ -16,7 +16,7 @@ COLUMNS = ("Optimizer", "lr", "n", "MSE", *cost_headers(RUN_COSTS))
 KNOBS = ("method", "lr", "n_points", "noise", "epochs")  # a row pools the seeds of one setting of these
 
 
-def write_tables(frame: pd.DataFrame, records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     ok, not_ok = split_runs(frame)
     sections = []
     for dataset in dataset_order(ok["dataset"], ()) if not ok.empty else []:
