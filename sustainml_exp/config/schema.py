@@ -14,8 +14,11 @@ from omegaconf import MISSING
 
 from sustainml_exp.config.checks import check_choice, check_range
 from sustainml_exp.energy.config import EnergyConfig
+from sustainml_exp.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+# numpy's legacy global generator (np.random.seed, which every run seeds) takes seeds in [0, 2^32 - 1].
+MAX_SEED = 2**32 - 1
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
@@ -44,7 +47,11 @@ class BaseRunConfig:
     energy: EnergyConfig = field(default_factory=EnergyConfig, metadata=NOT_HASHED)
 
     def validate(self) -> None:
-        check_range("seed", self.seed, lo=0)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={self.seed} is out of range; allowed: [0, {MAX_SEED}] (every run seeds numpy, "
+                              "whose seed is a 32-bit unsigned integer)")
+        if not self.results_dir.strip():
+            raise ConfigError("results_dir='' is not allowed; allowed: a folder path (default: ./results)")
         check_range("epochs", self.epochs, lo=1)
         check_choice("device", self.device, DEVICES)
         check_choice("progress", self.progress, PROGRESS_MODES)

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-__all__ = ["COMMON_COLUMNS", "FAILED", "OK", "OOM", "RUN_STATUSES", "RunRecord", "RunStatus"]
+__all__ = ["COMMON_COLUMNS", "FAILED", "OK", "OOM", "PLACEMENT_TYPES", "RUN_STATUSES", "RunRecord", "RunStatus",
+           "record_problem"]
 
+# Every status a run can end with. A new one (a new outcome to tell apart in the tables' excluded-runs note) is
+# added here and nowhere else; a new common column is a new field of RunRecord below.
 RunStatus = Literal["ok", "failed", "oom"]
 RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 OK, FAILED, OOM = RUN_STATUSES
@@ -91,9 +94,7 @@ class RunRecord:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
         """The record of a parsed JSON object; ValueError (one line) when it is not one."""
-        data = dict(data)
-        if "family" not in data and "experiment" in data:
-            data["family"] = data["experiment"]
+        data = _with_family(data)
         missing = [key for key in ("run_id", "family") if not isinstance(data.get(key), str) or not data[key]]
         if missing:
             raise ValueError(f"not a run record: no {' or '.join(missing)}")
@@ -107,3 +108,44 @@ class RunRecord:
 
 COMMON_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord) if f.name not in _NESTED)
 _DEFAULTS = {f.name: f.default for f in fields(RunRecord) if f.name in COMMON_COLUMNS}
+
+
+# What sml-tables needs to place a record (which run, family, table row and seed, which copy is newest), with the
+# type each must have. A record lacking one is skipped with a warning; other columns may be missing (empty cells).
+PLACEMENT_TYPES: dict[str, type] = {
+    "run_id": str,
+    "family": str,
+    "dataset": str,
+    "seed": int,
+    "status": str,
+    "started_utc": str,
+}
+_JSON_TYPE_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+                    type(None): "null"}
+_KIND_NAMES = {str: "a string", int: "an integer"}
+
+
+def _with_family(data: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    if "family" not in data and "experiment" in data:
+        data["family"] = data["experiment"]
+    return data
+
+
+def record_problem(data: Any, family: str) -> str | None:
+    """Why ``data`` (parsed JSON from the ``family`` folder) cannot be placed in its tables, or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {_JSON_TYPE_NAMES.get(type(data), type(data).__name__)}, not a record object"
+    data = _with_family(data)
+    missing = [key for key in PLACEMENT_TYPES if data.get(key) is None]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    wrong = [f"{key}={data[key]!r} is not {_KIND_NAMES[kind]}" for key, kind in PLACEMENT_TYPES.items()
+             if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool))]
+    if wrong:
+        return "; ".join(wrong)
+    if data["family"] != family:
+        return f"family={data['family']!r}: a record of another family in the {family} folder"
+    if data["status"] not in RUN_STATUSES:
+        return f"status={data['status']!r} is not one of {', '.join(RUN_STATUSES)}"
+    return None

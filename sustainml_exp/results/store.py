@@ -1,7 +1,8 @@
 """Atomic per-run JSON records and their merge into ``<results_dir>/<family>.csv``.
 
 Concurrent jobs (Slurm arrays) never share a file: each writes its own record via temp file + rename, and only
-``merge_records`` (run by sml-tables) writes the CSV, also atomically.
+``merge_records`` (run by sml-tables) writes the CSV, also atomically. Files are created with the process's
+umask (like any ``open``), so a results folder shared with colleagues stays readable to them.
 """
 
 from __future__ import annotations
@@ -9,35 +10,64 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sustainml_exp.results.record import COMMON_COLUMNS, RunRecord
+from sustainml_exp.errors import StorageError
+from sustainml_exp.results.record import COMMON_COLUMNS, RunRecord, record_problem
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# Problems with one record file, as (path, reason): sml-tables warns about each and builds from the rest.
+Skipped = list[tuple[Path, str]]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open's mode passes through the umask; tempfile.mkstemp would force 0600 on every record and table.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     except BaseException:
         # KeyboardInterrupt included: an interrupted write must leave no temp file behind.
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and write, rename and remove a probe file in it, the way a record is written.
+
+    Raises StorageError (one line: the folder and the reason) when any step fails, after removing the folders this
+    call created."""
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".sml-write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        atomic_write_bytes(probe, b"probe\n")
+        probe.unlink()
+    except OSError as exc:
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:
+                pass
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise StorageError(f"cannot write records to {folder} ({reason}); set results_dir to a writable "
+                           "folder") from exc
 
 
 def _json_default(value: Any) -> Any:
@@ -82,13 +112,44 @@ def read_record(results_dir: Path, family: str, run_id: str) -> RunRecord | None
         return None
 
 
+def _read_placeable(path: Path, family: str) -> tuple[RunRecord | None, str | None]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    if not raw.strip():
+        return None, "empty file"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    problem = record_problem(data, family)
+    if problem:
+        return None, problem
+    try:
+        return RunRecord.from_json(data), None
+    except (ValueError, TypeError) as exc:
+        return None, str(exc).splitlines()[0]
+
+
+def scan_records(results_dir: Path, family: str) -> tuple[list[RunRecord], Skipped]:
+    """The placeable records under ``<results_dir>/runs/<family>/`` and, for every other file there, why not."""
+    records: list[RunRecord] = []
+    skipped: Skipped = []
+    for path in sorted((Path(results_dir) / "runs" / family).glob("*.json")):
+        record, problem = _read_placeable(path, family)
+        if record is None:
+            skipped.append((path, str(problem)))
+        else:
+            records.append(record)
+    return records, skipped
+
+
 def load_records(results_dir: Path, family: str) -> list[RunRecord]:
-    run_dir = Path(results_dir) / "runs" / family
-    records = []
-    for path in sorted(run_dir.glob("*.json")):
-        with open(path, encoding="utf-8") as handle:
-            records.append(RunRecord.from_json(json.load(handle)))
-    return records
+    """The placeable records of ``family`` (see ``scan_records`` for the files left out and why)."""
+    return scan_records(results_dir, family)[0]
 
 
 def _is_column_value(value: Any) -> bool:
