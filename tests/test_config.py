@@ -104,6 +104,10 @@ NON_SEMANTIC_CHANGES = {
     "rerun": ["rerun=true"],
     "energy": ["energy=none", "energy.carbon_intensity_g_per_kwh=12.5", "energy.timeout_s=3"],
 }
+# The same for the keys a family marks itself, by preset.
+FAMILY_NON_SEMANTIC_CHANGES = {
+    "mfc_coreset": {"condense.tm.buffer_dir": ["condense.tm.buffer_dir=/elsewhere/experts"]},
+}
 
 
 def _identity(overrides: list[str]) -> tuple[str, str]:
@@ -123,19 +127,30 @@ def test_every_non_semantic_key_of_every_family_has_a_change_below() -> None:
 
     assert set(NON_SEMANTIC_CHANGES) == set(NON_SEMANTIC_KEYS)
     for family in families().values():
-        assert set(non_semantic_keys(family.schema)) == set(NON_SEMANTIC_CHANGES), family.name
+        expected = {*NON_SEMANTIC_CHANGES, *FAMILY_NON_SEMANTIC_CHANGES.get(family.name, {})}
+        assert set(non_semantic_keys(family.schema)) == expected, family.name
 
 
 @pytest.mark.parametrize("preset", ["gnn_blockquant", "mfc_coreset", "csl_segmentation"])
 def test_non_semantic_keys_keep_the_run_id(preset: str) -> None:
     base_hash, base_id = _identity([f"experiment={preset}"])
-    for key, changes in NON_SEMANTIC_CHANGES.items():
+    for key, changes in {**NON_SEMANTIC_CHANGES, **FAMILY_NON_SEMANTIC_CHANGES.get(preset, {})}.items():
         for change in changes:
             cfg_hash, run_id = _identity([f"experiment={preset}", change])
             assert cfg_hash == base_hash, change
             assert (run_id == base_id) == (key != "seed"), change
     # A knob that changes what is computed does change it.
     assert _identity([f"experiment={preset}", "epochs=2"])[0] != base_hash
+
+
+def test_a_nested_non_semantic_key_leaves_its_siblings_in_the_hash() -> None:
+    from sustainml_exp.provenance import config_hash
+
+    exclude = ("condense.tm.buffer_dir",)
+    config = {"epochs": 1, "condense": {"tm": {"buffer_dir": "/a", "experts": 2}, "iterations": 5}}
+    moved = {**config, "condense": {**config["condense"], "tm": {"buffer_dir": "/b", "experts": 2}}}
+    more = {**config, "condense": {**config["condense"], "tm": {"buffer_dir": "/a", "experts": 3}}}
+    assert config_hash(config, exclude) == config_hash(moved, exclude) != config_hash(more, exclude)
 
 
 def test_a_preset_and_the_same_config_typed_out_share_a_run_id() -> None:

@@ -7,7 +7,7 @@ Value checks that a type cannot express live in ``validate()`` and raise :class:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from omegaconf import MISSING
@@ -64,9 +64,16 @@ class BaseRunConfig:
         return {}
 
 
-def non_semantic_keys(schema: type[BaseRunConfig]) -> tuple[str, ...]:
-    """The top-level keys of ``schema`` marked NOT_HASHED (a family schema may mark its own)."""
-    return tuple(f.name for f in fields(schema) if f.metadata.get("semantic") is False)
+def non_semantic_keys(schema: type) -> tuple[str, ...]:
+    """The keys of ``schema`` marked NOT_HASHED, dotted below the top level (a family schema may mark its own, at
+    any depth: condense.tm.buffer_dir)."""
+    keys: list[str] = []
+    for f in fields(schema):
+        if f.metadata.get("semantic") is False:
+            keys.append(f.name)
+        elif callable(f.default_factory) and is_dataclass(f.default_factory):
+            keys += [f"{f.name}.{key}" for key in non_semantic_keys(f.default_factory)]
+    return tuple(keys)
 
 
 NON_SEMANTIC_KEYS = non_semantic_keys(BaseRunConfig)

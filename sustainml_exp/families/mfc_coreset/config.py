@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from sustainml_exp.config.checks import check_choice, check_range
-from sustainml_exp.config.schema import BaseRunConfig
+from sustainml_exp.config.schema import NOT_HASHED, BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tinyimagenet")
@@ -188,8 +188,9 @@ class TMConfig:
     lr_lr: Optional[float] = None
     syn_lr: Optional[float] = None
     # Where expert trajectories are kept between runs (MTT's buffer): null keeps them in memory for one run only.
-    # 100 experts of the CIFAR ConvNet take GBs: set it at the published scale.
-    buffer_dir: Optional[str] = None
+    # 100 experts of the CIFAR ConvNet take GBs: set it at the published scale. A cache: the experts are the same
+    # wherever they are kept (fixed seed), so the folder is not part of the run id.
+    buffer_dir: Optional[str] = field(default=None, metadata=NOT_HASHED)
 
     def overrides(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(TMProtocol) if getattr(self, f.name, None) is not None}
