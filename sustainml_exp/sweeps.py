@@ -64,8 +64,9 @@ def summary(jobs: list[PlannedJob], sweep_dir: Path) -> tuple[str, bool]:
     """(one summary line, whether any job failed)."""
     in_sweep = _sweep_records(sweep_dir)
     outcomes = [(job.run_id, job_outcome(job, in_sweep)) for job in jobs]
-    counts = Counter("ok" if o == "ok" else "skipped" if o == "skipped" else "failed" for _, o in outcomes)
-    failed = [f"{run_id} ({outcome})" for run_id, outcome in outcomes if outcome not in ("ok", "skipped")]
-    line = (f"{len(jobs)} job(s): {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed"
+    done = (OK, "skipped")
+    counts = Counter(o if o in done else "failed" for _, o in outcomes)
+    failed = [f"{run_id} ({outcome})" for run_id, outcome in outcomes if outcome not in done]
+    line = (f"{len(jobs)} job(s): {counts[OK]} ok, {counts['skipped']} skipped, {counts['failed']} failed"
             + (f": {', '.join(failed)}" if failed else "") + f"; job folders under {sweep_dir}")
     return line, bool(failed)
