@@ -55,7 +55,6 @@ _SHELL_COMPLETION_COMMANDS = ("install", "uninstall", "query")
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-
 def _register() -> None:
     try:
         register_schemas()

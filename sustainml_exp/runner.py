@@ -213,6 +213,7 @@ def _save_record(record: RunRecord, results_dir: Path, output_dir: Path) -> bool
                       store_path, exc, kept_problem, json.dumps(record.to_json(), default=str))
         return False
 
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
