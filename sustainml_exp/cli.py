@@ -28,8 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sustainml_exp.errors import UserError
 from sustainml_exp.provenance import export_submit_git_state
-from sustainml_exp.registry import get_family, register_schemas
+from sustainml_exp.registry import family_of, get_family, register_schemas, search_path
 from sustainml_exp.results import check_writable
+from sustainml_exp.results.record import OK
 from sustainml_exp.slurm import (
     SLURM_LAUNCHER,
     ArrayEnded,
@@ -41,7 +42,6 @@ from sustainml_exp.slurm import (
 from sustainml_exp.sweeps import PlannedJob, plan_job, summary
 
 CONFIG_MODULE = "sustainml_exp.conf"
-DEFAULT_EXPERIMENT = "gnn_blockquant"  # conf/config.yaml's defaults list
 # sml-run's own flags, removed before Hydra parses the command line.
 DRY_RUN_FLAG = "--dry-run"  # list the jobs (with run ids and which are done) and submit nothing
 DETACH_FLAG = "--detach"  # run the command in the background, logging under <results_dir>/launcher_logs/
@@ -54,7 +54,16 @@ _SHELL_COMPLETION_COMMANDS = ("install", "uninstall", "query")
 # Exit status of a run ended by a signal: the shell's 128 + signal number.
 _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-register_schemas()
+
+def _register() -> None:
+    try:
+        register_schemas()
+    except UserError as exc:  # a family registered from outside that cannot be loaded
+        print(f"sml-run: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+_register()
 # Part of the run and sweep folder names besides the microseconds: two sml-run processes started at the same moment
 # must never share a folder.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
@@ -86,8 +95,17 @@ def _schema_keys(schema: Any, path: str) -> list[str]:
     return [f.name for f in fields(node)] if is_dataclass(node) else []
 
 
-def one_line_error(exc: BaseException, experiment: str | None = None) -> str:
-    """Turn a Hydra/OmegaConf/validation error into one line naming the key and what is allowed."""
+def unknown_key_message(key: str, schema: type | None) -> str:
+    parent = key.rpartition(".")[0]
+    # family is set by the preset, never typed
+    allowed = [k for k in _schema_keys(schema, parent) if k != "family"] if schema is not None else []
+    hint = f"; allowed keys{' under ' + parent if parent else ''}: {', '.join(allowed)}" if allowed else ""
+    return f"unknown config key '{key}'{hint}"
+
+
+def one_line_error(exc: BaseException, schema: type | None = None) -> str:
+    """Turn a Hydra/OmegaConf/validation error into one line naming the key and what is allowed (the keys of
+    ``schema``, the command's typed schema, for an unknown key)."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -97,16 +115,7 @@ def one_line_error(exc: BaseException, experiment: str | None = None) -> str:
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
-        key = str(cause.full_key)
-        parent = key.rpartition(".")[0]
-        allowed = []
-        if experiment is not None:
-            try:
-                allowed = _schema_keys(get_family(experiment).schema, parent)
-            except UserError:
-                pass
-        hint = f"; allowed keys{' under ' + parent if parent else ''}: {', '.join(allowed)}" if allowed else ""
-        return f"unknown config key '{key}'{hint}"
+        return unknown_key_message(str(cause.full_key), schema)
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {str(getattr(cause, 'msg', cause)).splitlines()[0]}"
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None) is not None:
@@ -125,19 +134,57 @@ def _expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [job for batch in batches for job in batch] or [[]]
 
 
-def _compose_typed(overrides: list[str]) -> tuple[Any, DictConfig]:
+def with_search_path(overrides: list[str]) -> list[str]:
+    """``overrides`` plus the search path of the families whose presets live outside this package (unless the
+    command sets hydra.searchpath itself)."""
+    extra = search_path()
+    if not extra or any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides):
+        return overrides
+    return [*overrides, f"hydra.searchpath=[{','.join(extra)}]"]
+
+
+def _compose(overrides: list[str], **kwargs: Any) -> DictConfig:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=with_search_path(overrides), **kwargs)
+
+
+def _compose_typed(overrides: list[str]) -> tuple[Any, DictConfig]:
+    cfg = _compose(overrides)
     return to_typed(cfg), cfg
 
 
 def to_typed(cfg: DictConfig) -> Any:
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     typed = OmegaConf.to_object(job_cfg)
+    family_of(typed)
+    _refuse_added_keys(job_cfg, type(typed))
     typed.validate()
     return typed
+
+
+def _refuse_added_keys(cfg: DictConfig, schema: type, node_type: type | None = None, path: str = "") -> None:
+    """A key added with +key=value that the schema lacks: OmegaConf would set it on the dataclass (and the run id
+    would change for a knob nothing reads), so it is refused like a mistyped one."""
+    known = {f.name for f in fields(node_type or schema)}
+    for key in cfg.keys():
+        where = f"{path}{key}"
+        if key not in known:
+            raise UserError(unknown_key_message(where, schema))
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none() \
+                and is_dataclass(OmegaConf.get_type(node)):
+            _refuse_added_keys(node, schema, OmegaConf.get_type(node), f"{where}.")
+
+
+def _command_schema(overrides: list[str]) -> type | None:
+    """The typed schema of the preset a command line picks (None when the preset itself is the problem)."""
+    preset = [o for o in overrides if o.lstrip("+").split("=", 1)[0] == "experiment"]
+    try:
+        return get_family(_compose(preset).family).schema
+    except Exception:  # noqa: BLE001 - no hint rather than a second error
+        return None
 
 
 @dataclass
@@ -156,10 +203,7 @@ def _launcher_name(hydra_overrides: list[str]) -> str:
 
 
 def _hydra_config(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True).hydra
+    return _compose(overrides, return_hydra_config=True).hydra
 
 
 def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPlan | None:
@@ -173,8 +217,6 @@ def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPla
         return None
     user_overrides = [o for o in overrides if not o.lstrip("~+").startswith("hydra")]
     hydra_overrides = [o for o in overrides if o.lstrip("~+").startswith("hydra")]
-    experiment = next((o.split("=", 1)[1] for o in user_overrides if o.startswith("experiment=")),
-                      DEFAULT_EXPERIMENT)
     launcher = _launcher_name(hydra_overrides)
     if launcher == SLURM_LAUNCHER:
         if not multirun:
@@ -190,7 +232,7 @@ def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPla
         sweep_dir = Path(str(hydra_cfg.sweep.dir)) if multirun else None
         chdir = hydra_cfg.job.chdir
     except Exception as exc:  # noqa: BLE001 - any composition failure is bad input
-        raise UserError(one_line_error(exc, experiment)) from exc
+        raise UserError(one_line_error(exc, _command_schema(user_overrides))) from exc
     if chdir:
         raise UserError("hydra.job.chdir=true is not allowed; allowed: false (sml-run keeps the directory it was "
                         "started in, so that results_dir, data_dir and file paths mean what they say; each run's "
@@ -204,7 +246,7 @@ def plan_command(argv: list[str], *, check_scheduler: bool = True) -> CommandPla
 
 def check_results_writable(plan: CommandPlan) -> None:
     """Raise StorageError (one line) unless every job's record folder takes a file."""
-    for folder in sorted({Path(typed.results_dir) / "runs" / typed.experiment for _, typed, _ in plan.jobs}):
+    for folder in sorted({Path(typed.results_dir) / "runs" / typed.family for _, typed, _ in plan.jobs}):
         check_writable(folder)
 
 
@@ -248,8 +290,9 @@ def _task(cfg: DictConfig) -> None:
 
     typed = to_typed(cfg)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    outcome = run_experiment(typed, config_dict, HydraConfig.get().runtime.output_dir)
-    done = outcome.skipped or (outcome.stored and outcome.record["status"] == "ok")
+    runtime = HydraConfig.get().runtime
+    outcome = run_experiment(typed, config_dict, runtime.output_dir, experiment=runtime.choices.get("experiment"))
+    done = outcome.skipped or (outcome.stored and outcome.record.status == OK)
     if not done and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
 
@@ -270,14 +313,19 @@ def _experiments() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
+def _default_preset() -> str:
+    """The preset conf/config.yaml's defaults list picks."""
+    return str(_compose([], return_hydra_config=True).hydra.runtime.choices.experiment)
+
+
 def usage() -> str:
     """sml-run's own part of --help (Hydra prints the config groups and the composed config after it)."""
     return f"""usage: sml-run [-m] [{DRY_RUN_FLAG} | {DETACH_FLAG}] [KEY=VALUE ...]
 
-Runs an experiment and writes one JSON record per run under <results_dir>/runs/<experiment>/ (sml-tables builds
+Runs an experiment and writes one JSON record per run under <results_dir>/runs/<family>/ (sml-tables builds
 the tables from them). A run whose record is already ok is skipped unless rerun=true.
 
-  experiment=NAME       {', '.join(_experiments())} (default: {DEFAULT_EXPERIMENT})
+  experiment=NAME       {', '.join(_experiments())} (default: {_default_preset()})
   KEY=VALUE             any config key shown below, e.g. seed=3 epochs=5 G_R=64 results_dir=/shared/results
   -m, --multirun        sweep every combination of comma-separated values (-m G_R=2,4,8 seed=0,1); ends with
                         one summary line (ok, skipped, failed run ids) and exits 1 when any job failed
@@ -312,8 +360,8 @@ def _planned_jobs(plan: CommandPlan) -> list[PlannedJob]:
 
     jobs = []
     for _, typed, cfg in plan.jobs:
-        _, run_id = run_identity(OmegaConf.to_container(cfg, resolve=True), typed.seed)
-        jobs.append(plan_job(run_id, Path(typed.results_dir), typed.experiment,
+        _, run_id = run_identity(typed, OmegaConf.to_container(cfg, resolve=True))
+        jobs.append(plan_job(run_id, Path(typed.results_dir), typed.family,
                              skip=finished_record(typed, run_id) is not None))
     return jobs
 
@@ -353,7 +401,7 @@ def _run(argv: list[str]) -> None:
         argv = [a for a in argv if not a.lstrip("+").startswith("hydra.sweep.dir=")]
         argv.append(f"hydra.sweep.dir={_quoted(str(plan.sweep_dir))}")
         sweep = _planned_jobs(plan)
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *with_search_path(argv)]
     export_submit_git_state()
     slurm_sweep = sweep is not None and plan.launcher == SLURM_LAUNCHER
     status = 0

@@ -73,9 +73,19 @@ def library_versions() -> dict[str, str]:
 
 
 def config_hash(config: dict[str, Any], exclude: tuple[str, ...]) -> str:
-    """Stable hash of the resolved config without the keys that only say where things go (and the seed)."""
-    kept = {k: v for k, v in config.items() if k not in exclude}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Stable hash of the resolved config without the keys that only say where things go (and the seed);
+    ``exclude`` names keys below the top level dotted (condense.tm.buffer_dir)."""
+    return hashlib.sha256(json.dumps(_without(config, exclude), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    kept = {}
+    for name, value in config.items():
+        if name in keys:
+            continue
+        below = tuple(key.split(".", 1)[1] for key in keys if key.startswith(f"{name}."))
+        kept[name] = _without(value, below) if below and isinstance(value, dict) else value
+    return kept
 
 
 def slurm_ids() -> dict[str, str]:

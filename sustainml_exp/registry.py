@@ -1,88 +1,100 @@
-"""Maps experiment names to their typed schema and (lazily imported) implementation.
+"""Which experiment families exist: the built-in ones and those registered from outside the package.
 
-Only the schema classes are imported eagerly; the run and table functions are referenced as ``module:attr``
-strings so that ``sml-run --help`` and ``--cfg job`` never import torch.
+A family is found through the module that declares its ``FAMILY`` (see family.py), from three places, in order:
+- ``BUILTIN``: the families of this package;
+- the entry point group ``sustainml_exp.families`` of installed distributions, naming the module that declares
+  ``FAMILY`` or the object itself (``[project.entry-points."sustainml_exp.families"] my_family = "my_pkg.my_family"``);
+- the environment variable ``SML_FAMILIES``: comma-separated module paths, importable from ``sys.path``
+  (``SML_FAMILIES=my_family PYTHONPATH=src sml-run experiment=my_family``).
+
+Only the declaring modules are imported (schemas, no torch), so ``sml-run --help`` and ``--cfg job`` stay fast.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import cache, partial
+from importlib import metadata
 from typing import Any
 
 from sustainml_exp.config.schema import BaseRunConfig
-from sustainml_exp.errors import ConfigError
-from sustainml_exp.families.csl_segmentation.config import CSLRunConfig
-from sustainml_exp.families.csl_segmentation.config import protocol_value as csl_protocol_value
-from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
-from sustainml_exp.families.mfc_coreset.config import MFCRunConfig
-from sustainml_exp.families.mfc_coreset.config import protocol_value as mfc_protocol_value
+from sustainml_exp.errors import ConfigError, UserError
+from sustainml_exp.family import Family
+
+BUILTIN = ("sustainml_exp.families.gnn_blockquant", "sustainml_exp.families.csl_segmentation",
+           "sustainml_exp.families.mfc_coreset")
+ENTRY_POINT_GROUP = "sustainml_exp.families"
+FAMILIES_ENV = "SML_FAMILIES"
 
 
-def _load(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def _declared(load: Callable[[], Any], what: str, source: str) -> Family:
+    """The Family that ``load()`` returns (a Family, or a module declaring FAMILY)."""
+    try:
+        found = load()
+    except Exception as exc:  # noqa: BLE001 - any failure to import a plugin is one line for the user
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{source}: cannot load the family {what!r} ({type(exc).__name__}: {detail})") from exc
+    family = found if isinstance(found, Family) else getattr(found, "FAMILY", None)
+    if not isinstance(family, Family):
+        raise UserError(f"{source}: {what} is not a sustainml_exp.family.Family and declares no FAMILY")
+    return family
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    schema: type[BaseRunConfig]
-    run_ref: str  # "module:function" taking (cfg, RunContext) and returning a dict of metrics
-    tables_ref: str  # "module:function" taking (DataFrame, out_dir) and writing the family's tables/figures
-    # OmegaConf resolvers the family's config files use, as (name, function) pairs.
-    resolvers: tuple[tuple[str, Callable[..., Any]], ...] = ()
-
-    def load_run(self) -> Callable[..., dict[str, Any]]:
-        return _load(self.run_ref)
-
-    def load_tables(self) -> Callable[..., list[Any]]:
-        return _load(self.tables_ref)
+def _sources() -> list[tuple[Callable[[], Any], str, str]]:
+    """(load, what, where it was named) of every family to load."""
+    found = [(partial(importlib.import_module, module), module, "built-in") for module in BUILTIN]
+    found += [(entry.load, entry.value, f"entry point {entry.name!r} ({ENTRY_POINT_GROUP})")
+              for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    found += [(partial(importlib.import_module, module.strip()), module.strip(), FAMILIES_ENV)
+              for module in os.environ.get(FAMILIES_ENV, "").split(",") if module.strip()]
+    return found
 
 
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            name="gnn_blockquant",
-            schema=GNNRunConfig,
-            run_ref="sustainml_exp.families.gnn_blockquant.train:run",
-            tables_ref="sustainml_exp.families.gnn_blockquant.tables:write_tables",
-        ),
-        Family(
-            name="csl_segmentation",
-            schema=CSLRunConfig,
-            run_ref="sustainml_exp.families.csl_segmentation.train:run",
-            tables_ref="sustainml_exp.families.csl_segmentation.tables:write_tables",
-            resolvers=(("csl_protocol", csl_protocol_value),),
-        ),
-        Family(
-            name="mfc_coreset",
-            schema=MFCRunConfig,
-            run_ref="sustainml_exp.families.mfc_coreset.train:run",
-            tables_ref="sustainml_exp.families.mfc_coreset.tables:write_tables",
-            resolvers=(("mfc_protocol", mfc_protocol_value),),
-        ),
-    )
-}
+@cache
+def families() -> dict[str, Family]:
+    """Every family by name; raises UserError (one line) for a family that cannot be loaded or a name taken twice."""
+    found: dict[str, Family] = {}
+    for load, what, source in _sources():
+        family = _declared(load, what, source)
+        if family.name in found and found[family.name] is not family:
+            raise UserError(f"{source}: family {family.name!r} ({what}) is already registered by "
+                            f"{found[family.name].schema.__module__}; family names must be unique")
+        found[family.name] = family
+    return found
 
 
 def get_family(name: str) -> Family:
     try:
-        return FAMILIES[name]
+        return families()[name]
     except KeyError:
-        raise ConfigError(f"unknown experiment family {name!r}; allowed: {', '.join(sorted(FAMILIES))}") from None
+        raise ConfigError(f"unknown experiment family {name!r}; allowed: {', '.join(sorted(families()))}") from None
+
+
+def family_of(cfg: BaseRunConfig) -> Family:
+    """The family a typed run config belongs to; its ``family`` key cannot name another family's schema."""
+    family = get_family(cfg.family)
+    if type(cfg) is not family.schema:
+        owner = next((f.name for f in families().values() if f.schema is type(cfg)), "?")
+        raise ConfigError(f"family={cfg.family!r} does not match the experiment's schema (family {owner}): the "
+                          f"family is set by experiment=<preset>, not overridden; allowed here: family={owner}")
+    return family
+
+
+def search_path() -> list[str]:
+    """Hydra search path entries of the families whose presets live outside this package."""
+    return [f"file://{family.config_dir.resolve()}" for family in families().values() if family.config_dir]
 
 
 def register_schemas() -> None:
-    """Put every family schema in Hydra's ConfigStore as ``schema/<name>`` (package _global_) and register the
-    resolvers the families' config files use."""
+    """Put every family schema in Hydra's ConfigStore as ``schema/<name>`` (package _global_, with ``family`` set
+    to the name) and register the resolvers the families' config files use."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
-    for family in FAMILIES.values():
-        store.store(group="schema", name=family.name, node=family.schema, package="_global_")
+    for family in families().values():
+        store.store(group="schema", name=family.name, node=family.schema(family=family.name), package="_global_")
         for name, function in family.resolvers:
             OmegaConf.register_new_resolver(name, function, replace=True)

@@ -13,50 +13,49 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sustainml_exp.results import read_record
+from sustainml_exp.results import RunRecord, read_record
+from sustainml_exp.results.record import OK
 
 
 @dataclass(frozen=True)
 class PlannedJob:
     run_id: str
     results_dir: Path
-    experiment: str
+    family: str
     skip: bool  # an ok record makes this job a skip (rerun=false)
     stored_before: str | None  # started_utc of the stored record when the sweep started
 
 
-def plan_job(run_id: str, results_dir: Path, experiment: str, skip: bool) -> PlannedJob:
-    record = read_record(results_dir, experiment, run_id)
-    return PlannedJob(run_id, Path(results_dir), experiment, skip, record.get("started_utc") if record else None)
+def plan_job(run_id: str, results_dir: Path, family: str, skip: bool) -> PlannedJob:
+    record = read_record(results_dir, family, run_id)
+    return PlannedJob(run_id, Path(results_dir), family, skip, record.started_utc if record else None)
 
 
-def _sweep_records(sweep_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def _sweep_records(sweep_dir: Path) -> dict[str, list[RunRecord]]:
     """The records in the sweep's job output folders, by run_id."""
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[RunRecord]] = {}
     for path in sorted(sweep_dir.rglob("record.json")) if sweep_dir.is_dir() else []:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = RunRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
             continue
-        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
-            found.setdefault(record["run_id"], []).append(record)
+        found.setdefault(record.run_id, []).append(record)
     return found
 
 
-def job_outcome(job: PlannedJob, in_sweep: dict[str, list[dict[str, Any]]]) -> str:
+def job_outcome(job: PlannedJob, in_sweep: dict[str, list[RunRecord]]) -> str:
     """ok | skipped | failed | oom | 'failed: <why>' for one job after the sweep."""
-    stored = read_record(job.results_dir, job.experiment, job.run_id)
-    if stored is not None and stored.get("started_utc") != job.stored_before:
-        return str(stored.get("status"))
-    fresh = [r for r in in_sweep.get(job.run_id, []) if r.get("started_utc") != job.stored_before]
+    stored = read_record(job.results_dir, job.family, job.run_id)
+    if stored is not None and stored.started_utc != job.stored_before:
+        return stored.status
+    fresh = [r for r in in_sweep.get(job.run_id, []) if r.started_utc != job.stored_before]
     if fresh:
-        status = str(fresh[-1].get("status"))
-        if status == "ok":
+        status = fresh[-1].status
+        if status == OK:
             return "failed: record not in the results store"
-        return f"{status}: earlier ok record kept" if stored is not None and stored.get("status") == "ok" else status
-    if job.skip and stored is not None and stored.get("status") == "ok":
+        return f"{status}: earlier ok record kept" if stored is not None and stored.status == OK else status
+    if job.skip and stored is not None and stored.status == OK:
         return "skipped"
     return "failed: no record"
 
@@ -65,8 +64,9 @@ def summary(jobs: list[PlannedJob], sweep_dir: Path) -> tuple[str, bool]:
     """(one summary line, whether any job failed)."""
     in_sweep = _sweep_records(sweep_dir)
     outcomes = [(job.run_id, job_outcome(job, in_sweep)) for job in jobs]
-    counts = Counter("ok" if o == "ok" else "skipped" if o == "skipped" else "failed" for _, o in outcomes)
-    failed = [f"{run_id} ({outcome})" for run_id, outcome in outcomes if outcome not in ("ok", "skipped")]
-    line = (f"{len(jobs)} job(s): {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed"
+    done = (OK, "skipped")
+    counts = Counter(o if o in done else "failed" for _, o in outcomes)
+    failed = [f"{run_id} ({outcome})" for run_id, outcome in outcomes if outcome not in done]
+    line = (f"{len(jobs)} job(s): {counts[OK]} ok, {counts['skipped']} skipped, {counts['failed']} failed"
             + (f": {', '.join(failed)}" if failed else "") + f"; job folders under {sweep_dir}")
     return line, bool(failed)

@@ -19,7 +19,16 @@ from sustainml_exp.cli import preflight
         (["vm=true", "bits=4"], "vm=true needs bits=2"),
         (["quant=fp32", "vm=true"], "vm=true needs quant=exact or quant=block"),
         (["quant=int3"], "quant='int3' is not allowed; allowed: fp32, exact, block"),
-        (["G_RR=3"], "unknown config key 'G_RR'; allowed keys: experiment, seed"),
+        (["G_RR=3"], "unknown config key 'G_RR'; allowed keys: seed, epochs"),
+        # The allowed keys are the preset's family's, presets included.
+        (["experiment=gnn_flickr", "G_RR=3"], "unknown config key 'G_RR'; allowed keys: seed, epochs"),
+        (["experiment=gnn_flickr", "G_RR=3"], "warmup_epochs"),
+        # G_R is a gnn_blockquant knob: refused elsewhere rather than silently changing the run id.
+        (["experiment=mfc_coreset", "G_R=2"], "unknown config key 'G_R'; allowed keys: seed, epochs"),
+        (["experiment=csl_segmentation", "G_R=2"], "similarity"),
+        (["experiment=mfc_coreset", "+G_R=2"], "unknown config key 'G_R'; allowed keys: seed, epochs"),
+        (["+model.foo=1"], "unknown config key 'model.foo'; allowed keys under model: num_layers"),
+        (["family=mfc_coreset"], "family='mfc_coreset' does not match the experiment's schema"),
         (["model.hiden=3"], "unknown config key 'model.hiden'; allowed keys under model: num_layers, hidden"),
         (["bits=abc"], "bits: Value 'abc' of type 'str' could not be converted to Integer"),
         (["experiment=nope"],
@@ -82,3 +91,69 @@ def test_flickr_experiment_sets_paper_protocol() -> None:
     typed, _ = _compose_typed(["experiment=gnn_flickr"])
     assert typed.dataset == "flickr" and typed.epochs == 400
     assert (typed.model.num_layers, typed.model.hidden, typed.model.dropout, typed.model.loss) == (2, 256, 0.3, "ce")
+
+
+# One changed value for every key that must not change the run id (seed changes the run id's suffix only).
+NON_SEMANTIC_CHANGES = {
+    "seed": ["seed=7"],
+    "results_dir": ["results_dir=/elsewhere/results"],
+    "data_dir": ["data_dir=/elsewhere/data"],
+    "download": ["download=true"],
+    "progress": ["progress=off"],
+    "threads": ["threads=3"],
+    "rerun": ["rerun=true"],
+    "energy": ["energy=none", "energy.carbon_intensity_g_per_kwh=12.5", "energy.timeout_s=3"],
+}
+# The same for the keys a family marks itself, by preset.
+FAMILY_NON_SEMANTIC_CHANGES = {
+    "mfc_coreset": {"condense.tm.buffer_dir": ["condense.tm.buffer_dir=/elsewhere/experts"]},
+}
+
+
+def _identity(overrides: list[str]) -> tuple[str, str]:
+    from omegaconf import OmegaConf
+
+    from sustainml_exp.cli import _compose_typed
+    from sustainml_exp.runner import run_identity
+
+    typed, cfg = _compose_typed(overrides)
+    return run_identity(typed, OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_every_non_semantic_key_of_every_family_has_a_change_below() -> None:
+    # A key a family marks NOT_HASHED itself needs a change here too, so the test below covers it.
+    from sustainml_exp.config.schema import NON_SEMANTIC_KEYS, non_semantic_keys
+    from sustainml_exp.registry import families
+
+    assert set(NON_SEMANTIC_CHANGES) == set(NON_SEMANTIC_KEYS)
+    for family in families().values():
+        expected = {*NON_SEMANTIC_CHANGES, *FAMILY_NON_SEMANTIC_CHANGES.get(family.name, {})}
+        assert set(non_semantic_keys(family.schema)) == expected, family.name
+
+
+@pytest.mark.parametrize("preset", ["gnn_blockquant", "mfc_coreset", "csl_segmentation"])
+def test_non_semantic_keys_keep_the_run_id(preset: str) -> None:
+    base_hash, base_id = _identity([f"experiment={preset}"])
+    for key, changes in {**NON_SEMANTIC_CHANGES, **FAMILY_NON_SEMANTIC_CHANGES.get(preset, {})}.items():
+        for change in changes:
+            cfg_hash, run_id = _identity([f"experiment={preset}", change])
+            assert cfg_hash == base_hash, change
+            assert (run_id == base_id) == (key != "seed"), change
+    # A knob that changes what is computed does change it.
+    assert _identity([f"experiment={preset}", "epochs=2"])[0] != base_hash
+
+
+def test_a_nested_non_semantic_key_leaves_its_siblings_in_the_hash() -> None:
+    from sustainml_exp.provenance import config_hash
+
+    exclude = ("condense.tm.buffer_dir",)
+    config = {"epochs": 1, "condense": {"tm": {"buffer_dir": "/a", "experts": 2}, "iterations": 5}}
+    moved = {**config, "condense": {**config["condense"], "tm": {"buffer_dir": "/b", "experts": 2}}}
+    more = {**config, "condense": {**config["condense"], "tm": {"buffer_dir": "/a", "experts": 3}}}
+    assert config_hash(config, exclude) == config_hash(moved, exclude) != config_hash(more, exclude)
+
+
+def test_a_preset_and_the_same_config_typed_out_share_a_run_id() -> None:
+    flickr = ["dataset=flickr", "epochs=400", "model.num_layers=2", "model.hidden=256", "model.dropout=0.3",
+              "model.grad_clip=null", "model.loss=ce"]
+    assert _identity(["experiment=gnn_flickr"]) == _identity(["experiment=gnn_blockquant", *flickr])

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sustainml_exp.energy import EnergyConfig, EnergyReport, make_energy_meter
-from sustainml_exp.energy import meter as meter_mod
+from sustainml_exp.energy import EnergyConfig, EnergyReport, ct_logs, ct_meter, make_energy_meter, probes
 
 SOURCE_RE = re.compile(
     r"^(rapl|nvml|apple_powermetrics|simulated_tdp:[0-9.]+W(\(ct_table(_mean)?\))?|unavailable:\S+)$"
@@ -90,7 +89,7 @@ def test_carbontracker_on_this_machine(tmp_path, capfd):
     assert report.gpu_power_source == "unavailable:no-gpu"  # device=cpu
     if report.cpu_power_source in REAL_SOURCES:
         assert report.energy_kwh != 0
-    if not meter_mod.probe_rapl()[0] and sys.platform != "darwin":
+    if not probes.probe_rapl()[0] and sys.platform != "darwin":
         assert report.cpu_power_source.startswith(("simulated_tdp:", "unavailable:"))
     # carbontracker's chatter stays in its log_dir, not on the console.
     out, err = capfd.readouterr()
@@ -108,20 +107,20 @@ def test_carbontracker_on_this_machine(tmp_path, capfd):
 
 
 def test_simulated_tdp_energy_is_tdp_times_util_times_time(tmp_path):
-    if meter_mod.probe_rapl()[0] or sys.platform == "darwin":
+    if probes.probe_rapl()[0] or sys.platform == "darwin":
         pytest.skip("real CPU counters here; the simulated mode is not used")
     from carbontracker.constants import PUE_2023
 
     cfg = EnergyConfig(cpu_tdp_w=65.0, carbon_intensity_g_per_kwh=100.0)
     report, _, measured_s = run_cycle(cfg, tmp_path, epochs=2, epoch_s=0.8)
     assert report.cpu_power_source == "simulated_tdp:65W"
-    expected = 65.0 * meter_mod.SIM_CPU_UTIL * measured_s * PUE_2023 / 3.6e6  # carbontracker's total includes PUE
+    expected = 65.0 * probes.SIM_CPU_UTIL * measured_s * PUE_2023 / 3.6e6  # carbontracker's total includes PUE
     assert report.energy_kwh == pytest.approx(expected, rel=0.15)
     assert report.co2_g == pytest.approx(report.energy_kwh * 100.0)
 
 
 def test_cuda_device_without_nvml_measures_cpu_only(tmp_path):
-    if meter_mod._probe_nvml()[0]:
+    if probes.probe_nvml()[0]:
         pytest.skip("NVML works here")
     cfg = EnergyConfig()
     report, wall, _ = run_cycle(cfg, tmp_path, device="cuda", epochs=1)
@@ -206,8 +205,8 @@ def test_hanging_carbontracker_is_cut_off(tmp_path, monkeypatch, target):
     finally:
         # A constructor left hanging holds the process-wide patch lock; free it so the next meter can start.
         released.set()
-        assert meter_mod._PATCH_LOCK.acquire(timeout=10.0)
-        meter_mod._PATCH_LOCK.release()
+        assert ct_meter._PATCH_LOCK.acquire(timeout=10.0)
+        ct_meter._PATCH_LOCK.release()
 
 
 def test_stop_without_start_and_twice(tmp_path):
@@ -232,7 +231,7 @@ def test_energy_line_fallback_regex():
         "2026-01-01 00:00:00 - CarbonTracker: \nActual consumption:\n\tTime:\t0:00:03\n"
         "\tEnergy:\t0.000079015394529 kWh\n\tCO2eq:\t0.035 g\n2026-01-01 00:00:00 - CarbonTracker: Finished"
     )
-    match = meter_mod._ENERGY_LINE.search(text)
+    match = ct_logs.ENERGY_LINE.search(text)
     assert match and float(match.group(1)) == pytest.approx(7.9015394529e-05)
 
 
@@ -245,11 +244,11 @@ def _fake_rapl(root: Path, energy: str = "123456") -> Path:
 
 
 def test_probe_rapl(tmp_path, monkeypatch):
-    assert meter_mod.probe_rapl(str(tmp_path / "missing")) == (False, "no-rapl")
+    assert probes.probe_rapl(str(tmp_path / "missing")) == (False, "no-rapl")
     (tmp_path / "empty").mkdir()
-    assert meter_mod.probe_rapl(str(tmp_path / "empty")) == (False, "no-rapl-domains")
+    assert probes.probe_rapl(str(tmp_path / "empty")) == (False, "no-rapl-domains")
     rapl = _fake_rapl(tmp_path / "rapl")
-    assert meter_mod.probe_rapl(str(rapl)) == (True, "rapl")
+    assert probes.probe_rapl(str(rapl)) == (True, "rapl")
     real_open = open
 
     def no_permission(path, *args, **kwargs):
@@ -257,8 +256,8 @@ def test_probe_rapl(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(meter_mod, "open", no_permission, raising=False)
-    assert meter_mod.probe_rapl(str(rapl)) == (False, "rapl-permission")
+    monkeypatch.setattr(probes, "open", no_permission, raising=False)
+    assert probes.probe_rapl(str(rapl)) == (False, "rapl-permission")
 
 
 def test_unreadable_rapl_falls_back_to_simulated_not_to_silent_zero(tmp_path, monkeypatch):
@@ -266,9 +265,52 @@ def test_unreadable_rapl_falls_back_to_simulated_not_to_silent_zero(tmp_path, mo
     from carbontracker.components.cpu import intel
 
     monkeypatch.setattr(intel.IntelCPU, "available", lambda self: True)
-    monkeypatch.setattr(meter_mod, "probe_rapl", lambda: (False, "rapl-permission"))
+    monkeypatch.setattr(probes, "probe_rapl", lambda: (False, "rapl-permission"))
     cfg = EnergyConfig(cpu_tdp_w=40.0)
     report, _, _ = run_cycle(cfg, tmp_path, epochs=1)
     check_report(report, cfg)
     assert report.cpu_power_source == "simulated_tdp:40W"
     assert report.energy_kwh > 0
+
+
+def test_installed_carbontracker_is_the_pinned_one():
+    # ct_meter.py and probes.py patch carbontracker internals read from this version's source.
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (pin,) = [Requirement(d) for d in deps if Requirement(d).name == "carbontracker"]
+    assert pin.specifier, "carbontracker must be pinned to the versions whose internals the meter was checked against"
+    assert pin.specifier.contains(metadata.version("carbontracker")), (pin, metadata.version("carbontracker"))
+
+
+def test_patched_carbontracker_internals_exist():
+    """Every carbontracker internal the meter patches, calls or reads, with the signature it relies on: a new
+    carbontracker that moves one fails here, not silently at run time (the meter would report NaN energy)."""
+    import inspect
+
+    from carbontracker import loggerutil, parser
+    from carbontracker.components import component
+    from carbontracker.components.cpu import generic
+    from carbontracker.components.gpu.nvidia import NvidiaGPU
+    from carbontracker.emissions.intensity.intensity import IntensityService
+    from carbontracker.tracker import CarbonTracker
+
+    assert callable(IntensityService._fetch_geo_location)
+    assert callable(loggerutil.Logger._setup)
+    for handler in (component.SimulatedCPUHandler, component.SimulatedGPUHandler):
+        assert callable(handler.init) and callable(handler.devices)
+    assert hasattr(generic, "logger")
+    assert {"pids", "devices_by_pid"} <= set(inspect.signature(generic.GenericCPU).parameters)
+    assert callable(generic.GenericCPU.find_matching_tdp)
+    assert {"pids", "devices_by_pid"} <= set(inspect.signature(NvidiaGPU).parameters)
+    assert all(callable(getattr(NvidiaGPU, name)) for name in ("init", "power_usage", "shutdown"))
+    assert callable(parser.get_consumption) and callable(parser.get_avg_power_usages)
+    used = {"epochs", "epochs_before_pred", "monitor_epochs", "update_interval", "interpretable", "stop_and_confirm",
+            "ignore_errors", "components", "devices_by_pid", "log_dir", "log_file_prefix", "verbose",
+            "decimal_precision", "api_keys", "sim_cpu", "sim_cpu_tdp", "sim_cpu_util"}
+    assert used <= set(inspect.signature(CarbonTracker).parameters)
+    assert all(callable(getattr(CarbonTracker, name)) for name in ("epoch_start", "epoch_end", "stop"))

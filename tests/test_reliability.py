@@ -22,11 +22,11 @@ from omegaconf import OmegaConf
 
 from cli_helpers import SML_RUN, run_cli
 from sustainml_exp.cli import plan_command, run_main
-from sustainml_exp.registry import Family
-from sustainml_exp.results import COMMON_COLUMNS, load_records, record_paths, write_record
+from sustainml_exp.cli_tables import main as tables_main
+from sustainml_exp.family import Family
+from sustainml_exp.results import RunRecord, load_records, record_paths, write_record
 from sustainml_exp.runner import run_identity
 from sustainml_exp.sweeps import plan_job, summary
-from sustainml_exp.tables.cli import main as tables_main
 
 # One thread: on a shared 2-core machine OpenMP's waiting threads double the time of these tiny runs.
 QUICK = ("epochs=2", "energy=none", "progress=off", "threads=1")
@@ -34,7 +34,7 @@ QUICK = ("epochs=2", "energy=none", "progress=off", "threads=1")
 
 def _run_id(*overrides: str) -> str:
     (_, typed, cfg), = plan_command(list(overrides)).jobs
-    return run_identity(OmegaConf.to_container(cfg, resolve=True), typed.seed)[1]
+    return run_identity(typed, OmegaConf.to_container(cfg, resolve=True))[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,9 @@ def sweep(tmp_path_factory) -> SimpleNamespace:
     proc = run_cli(SML_RUN, "-m", "dataset=synthetic,flickr", "seed=0,1", *QUICK, f"results_dir={results}",
                    f"data_dir={tmp / 'data'}", cwd=tmp, umask=0o027)
     blocked.rmdir()
-    records = {(r["dataset"], r["seed"]): r for r in load_records(results, "gnn_blockquant")}
+    # As stored (NaN as null), so that a record can be written back and compared with what is read.
+    records = {(r.dataset, r.seed): json.loads(record_paths(results, r.family, r.run_id, None)[0].read_text())
+               for r in load_records(results, "gnn_blockquant")}
     assert sorted(records) == [("flickr", 0), ("flickr", 1), ("synthetic", 0)], proc.stdout[-3000:] + proc.stderr
     return SimpleNamespace(proc=proc, results=results, records=records, blocked=blocked)
 
@@ -72,8 +74,8 @@ def test_multirun_ends_with_a_summary_naming_failed_runs_and_exits_1(sweep) -> N
 
 
 def test_summary_counts_a_job_an_ok_record_made_a_skip(tmp_path: Path) -> None:
-    record = {"run_id": "a-s0", "experiment": "gnn_blockquant", "status": "ok", "started_utc": "2026-01-01"}
-    write_record({**{c: "" for c in COMMON_COLUMNS}, **record}, record_paths(tmp_path, "gnn_blockquant", "a-s0", None))
+    record = RunRecord(run_id="a-s0", family="gnn_blockquant", status="ok", started_utc="2026-01-01")
+    write_record(record, record_paths(tmp_path, "gnn_blockquant", "a-s0", None))
     jobs = [plan_job("a-s0", tmp_path, "gnn_blockquant", skip=True),
             plan_job("b-s0", tmp_path, "gnn_blockquant", skip=False)]
     assert summary(jobs, tmp_path / "sweep") == (
@@ -235,7 +237,7 @@ def test_damaged_records_are_skipped_one_warning_each_and_every_table_is_built(s
         "empty.json": (b"", "empty file"),
         "latin1.json": ('{"run_id": "caf\u00e9"}'.encode("latin-1"), "not UTF-8 text ("),
         "list.json": (b"[1, 2]", "a JSON list, not a record object"),
-        "bare.json": (b'{"run_id": "x-s0", "status": "ok"}', "lacks experiment, dataset, seed, started_utc"),
+        "bare.json": (b'{"run_id": "x-s0", "status": "ok"}', "lacks family, dataset, seed, started_utc"),
     }
     for name, (data, _) in damaged.items():
         (runs / name).write_bytes(data)
@@ -255,12 +257,11 @@ def test_damaged_records_are_skipped_one_warning_each_and_every_table_is_built(s
     assert code == 1 and err[-1] == "sml-tables: error: nothing built: no usable record (see the warnings above)"
 
 
-def test_records_that_cannot_be_placed_are_named_and_a_missing_experiment_is_an_error(sweep, capsys,
-                                                                                      tmp_path) -> None:
+def test_records_that_cannot_be_placed_are_named_and_a_missing_family_is_an_error(sweep, capsys, tmp_path) -> None:
     results = _copy_results(sweep, tmp_path)
     runs = results / "runs"
     record = dict(sweep.records["synthetic", 0])
-    (runs / "gnn_blockquant" / "no-experiment.json").write_text(json.dumps({**record, "experiment": None}))
+    (runs / "gnn_blockquant" / "no-family.json").write_text(json.dumps({**record, "family": None}))
     (runs / "gnn_blockquant" / "done.json").write_text(json.dumps({**record, "status": "done"}))
     (runs / "csl_segmentation").mkdir()
     (runs / "csl_segmentation" / "gnn.json").write_text(json.dumps(record))
@@ -268,21 +269,21 @@ def test_records_that_cannot_be_placed_are_named_and_a_missing_experiment_is_an_
     code, out, err = _tables(capsys, results)
     assert code == 0, err
     assert err == [
-        f"sml-tables: warning: skipped {runs / 'loose.json'}: not in an experiment folder (records go to "
-        "runs/<experiment>/)",
-        f"sml-tables: warning: skipped {runs / 'csl_segmentation' / 'gnn.json'}: experiment='gnn_blockquant': a "
-        "record of another experiment in the csl_segmentation folder",
+        f"sml-tables: warning: skipped {runs / 'loose.json'}: not in a family folder (records go to "
+        "runs/<family>/)",
+        f"sml-tables: warning: skipped {runs / 'csl_segmentation' / 'gnn.json'}: family='gnn_blockquant': a "
+        "record of another family in the csl_segmentation folder",
         f"sml-tables: warning: csl_segmentation: no usable record under {runs / 'csl_segmentation'}; its CSV and "
         "tables were left as they were",
         f"sml-tables: warning: skipped {runs / 'gnn_blockquant' / 'done.json'}: status='done' is not one of ok, "
         "failed, oom",
-        f"sml-tables: warning: skipped {runs / 'gnn_blockquant' / 'no-experiment.json'}: lacks experiment",
+        f"sml-tables: warning: skipped {runs / 'gnn_blockquant' / 'no-family.json'}: lacks family",
     ]
     assert str(results / "gnn_blockquant.csv") in out
 
     code, out, err = _tables(capsys, results, "--experiment", "mfc_coreset")
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"sml-tables: error: --experiment mfc_coreset: {runs / 'mfc_coreset'} does not exist")
+    assert err[0].startswith(f"sml-tables: error: --family mfc_coreset: {runs / 'mfc_coreset'} does not exist")
 
 
 def test_a_family_whose_tables_raise_keeps_its_csv_and_exits_1(sweep, capsys, tmp_path, monkeypatch) -> None:
@@ -300,7 +301,7 @@ def test_a_family_whose_tables_raise_keeps_its_csv_and_exits_1(sweep, capsys, tm
                    "built"]
 
 
-def test_an_experiment_folder_without_records_yet_gives_empty_tables(capsys, tmp_path: Path) -> None:
+def test_a_family_folder_without_records_yet_gives_empty_tables(capsys, tmp_path: Path) -> None:
     # sml-run creates the folder before the first job ends; sml-tables run meanwhile must not fail.
     (tmp_path / "runs" / "gnn_blockquant").mkdir(parents=True)
     code, out, err = _tables(capsys, tmp_path)

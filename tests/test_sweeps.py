@@ -17,14 +17,14 @@ import pytest
 
 from cli_helpers import run_cli
 from sustainml_exp import provenance
-from sustainml_exp.results import COMMON_COLUMNS, load_records, merge_records, write_record
+from sustainml_exp.results import RunRecord, load_records, merge_records, write_record
 from sustainml_exp.slurm import ArrayEnded, scheduler_problem, stop_waiting_when_array_ends, wait_for_array
 
 QUICK = ("dataset=synthetic", "epochs=2", "energy=none", "progress=off")
 
 
 def _records(results: Path) -> dict[str, dict]:
-    return {r["run_id"]: r for r in load_records(results, "gnn_blockquant")}
+    return {r.run_id: r.to_json() for r in load_records(results, "gnn_blockquant")}
 
 
 def test_finished_run_is_skipped_and_rerun_true_runs_it_again(sml_run) -> None:
@@ -220,9 +220,8 @@ def test_merge_while_tasks_are_writing_sees_only_whole_records(tmp_path: Path) -
 
     def write_many() -> None:
         for i in range(150):
-            record = {**{c: "" for c in COMMON_COLUMNS}, "run_id": f"r{i:03d}", "experiment": "gnn_blockquant",
-                      "status": "ok", "seed": 0, "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}",
-                      "payload": "x" * 20000}
+            record = RunRecord(run_id=f"r{i:03d}", family="gnn_blockquant", status="ok",
+                               started_utc=f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}", values={"payload": "x" * 20000})
             write_record(record, [run_dir / f"r{i:03d}.json"])
 
     writer = threading.Thread(target=write_many)
@@ -283,7 +282,7 @@ def test_reproduce_script_runs_every_sweep_builds_the_tables_then_exits_1_when_a
                       DATA_DIR=str(tmp_path / "data"))
     assert proc.returncode == 1, proc.stderr[-3000:]
     records = load_records(results, "gnn_blockquant")
-    assert sorted((r["dataset"], r["status"]) for r in records) == [
+    assert sorted((r.dataset, r.status) for r in records) == [
         ("flickr", "failed"), ("ogbn-arxiv", "failed"), ("ogbn-arxiv", "failed")]
     assert (results / "tables" / "table5.md").is_file()
     assert proc.stderr.strip().splitlines()[-1].startswith(

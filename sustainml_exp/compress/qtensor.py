@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from sustainml_exp.compress.backend import resolve_backend
+from sustainml_exp.compress.spec import QUANT_BITS
 from sustainml_exp.compress.vm import optimal_inner_level
 from sustainml_kernels.quant_ref import rademacher_ref
 
 __all__ = [
-    "QUANTIZE_BITS",
     "QMeta",
     "QTensor",
     "dequantize",
@@ -28,9 +28,6 @@ __all__ = [
     "quantize",
     "row_chunk_alignment",
 ]
-
-QUANTIZE_BITS = (2, 4, 8)
-
 
 @dataclass(frozen=True)
 class QMeta:
@@ -88,8 +85,8 @@ class QTensor:
 
 
 def _check_bits_group(bits: int, group_size: int) -> None:
-    if bits not in QUANTIZE_BITS:
-        raise ValueError(f"bits={bits} is not allowed for quantize; allowed: {', '.join(map(str, QUANTIZE_BITS))}")
+    if bits not in QUANT_BITS:
+        raise ValueError(f"bits={bits} is not allowed for quantize; allowed: {', '.join(map(str, QUANT_BITS))}")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
 

@@ -1,15 +1,19 @@
-"""``CompressionSpec``: what compressed ops save for backward and how the quantization blocks are shaped."""
+"""``CompressionSpec``: what compressed ops save for backward and how the quantization blocks are shaped.
+
+Imports nothing heavy: the typed config of ``gnn_blockquant`` checks its knobs against the allowed values here at
+start-up."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-__all__ = ["COMPRESS_BACKENDS", "DEFAULT_GRAD_CHUNK_VALUES", "QUANT_MODES", "CompressionSpec", "effective_G_R"]
+__all__ = ["COMPRESS_BACKENDS", "DEFAULT_GRAD_CHUNK_VALUES", "QUANT_BITS", "QUANT_MODES", "CompressionSpec",
+           "effective_G_R"]
 
 QUANT_MODES = ("fp32", "exact", "block")
 COMPRESS_BACKENDS = ("auto", "torch", "triton")  # see compress.backend.resolve_backend
-_SPEC_BITS = (2, 4, 8)
+QUANT_BITS = (2, 4, 8)  # widths the quantizer packs (sustainml_kernels.quant_ref packs 1 too)
 # 2^20 fp32 values = 4 MiB per dequantized chunk in the weight-gradient backward: a fraction of the N x R buffer
 # on arxiv-sized graphs (169k x 16 = 10.3 MiB), yet large enough that a chunk's matmul is not launch-bound.
 DEFAULT_GRAD_CHUNK_VALUES = 1 << 20
@@ -45,8 +49,8 @@ class CompressionSpec:
     def __post_init__(self) -> None:
         if self.quant not in QUANT_MODES:
             raise ValueError(f"quant={self.quant!r} is not allowed; allowed: {', '.join(QUANT_MODES)}")
-        if self.bits not in _SPEC_BITS:
-            raise ValueError(f"bits={self.bits} is not allowed; allowed: {', '.join(map(str, _SPEC_BITS))}")
+        if self.bits not in QUANT_BITS:
+            raise ValueError(f"bits={self.bits} is not allowed; allowed: {', '.join(map(str, QUANT_BITS))}")
         if not 0.0 < self.kept_frac <= 1.0:
             raise ValueError(f"kept_frac must lie in (0, 1], got {self.kept_frac}")
         if isinstance(self.G_R, bool) or not isinstance(self.G_R, int) or self.G_R < 1:

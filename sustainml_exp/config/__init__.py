@@ -1,5 +1,4 @@
-"""Typed config schemas and their registration with Hydra's ConfigStore (no heavy imports here)."""
+"""Typed config schemas (schema.py) and the value checks they use (checks.py); no heavy imports.
 
-from sustainml_exp.config.schema import BaseRunConfig, EnergySchema, check_choice, check_range
-
-__all__ = ["BaseRunConfig", "EnergySchema", "check_choice", "check_range"]
+Nothing is re-exported here, so that a service's own settings (energy/config.py) can use the checks without
+importing the run schema that embeds those settings."""

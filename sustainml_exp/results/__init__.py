@@ -1,6 +1,6 @@
-"""Run records: one JSON file per run, written atomically; merged into per-experiment CSVs by sml-tables."""
+"""Run records: one JSON file per run, written atomically; merged into per-family CSVs by sml-tables."""
 
-from sustainml_exp.results.columns import COMMON_COLUMNS
+from sustainml_exp.results.record import COMMON_COLUMNS, RUN_STATUSES, RunRecord, RunStatus
 from sustainml_exp.results.store import (
     atomic_write_bytes,
     atomic_write_text,
@@ -13,5 +13,6 @@ from sustainml_exp.results.store import (
     write_record,
 )
 
-__all__ = ["COMMON_COLUMNS", "atomic_write_bytes", "atomic_write_text", "check_writable", "load_records",
-           "merge_records", "read_record", "record_paths", "scan_records", "write_record"]
+__all__ = ["COMMON_COLUMNS", "RUN_STATUSES", "RunRecord", "RunStatus", "atomic_write_bytes", "atomic_write_text",
+           "check_writable", "load_records", "merge_records", "read_record", "record_paths", "scan_records",
+           "write_record"]

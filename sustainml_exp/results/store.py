@@ -1,4 +1,4 @@
-"""Atomic per-run JSON records and their merge into ``<results_dir>/<experiment>.csv``.
+"""Atomic per-run JSON records and their merge into ``<results_dir>/<family>.csv``.
 
 Concurrent jobs (Slurm arrays) never share a file: each writes its own record via temp file + rename, and only
 ``merge_records`` (run by sml-tables) writes the CSV, also atomically. Files are created with the process's
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sustainml_exp.errors import StorageError
-from sustainml_exp.results.columns import COMMON_COLUMNS, PLACEMENT_TYPES, RUN_STATUSES
+from sustainml_exp.results.record import COMMON_COLUMNS, RunRecord, record_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,57 +89,30 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def record_paths(results_dir: Path, experiment: str, run_id: str, output_dir: Path | None) -> list[Path]:
-    paths = [Path(results_dir) / "runs" / experiment / f"{run_id}.json"]
+def record_paths(results_dir: Path, family: str, run_id: str, output_dir: Path | None) -> list[Path]:
+    paths = [Path(results_dir) / "runs" / family / f"{run_id}.json"]
     if output_dir is not None:
         paths.append(Path(output_dir) / "record.json")
     return paths
 
 
-def write_record(record: dict[str, Any], paths: Iterable[Path]) -> None:
-    missing = [c for c in COMMON_COLUMNS if c not in record]
-    if missing:
-        raise ValueError(f"run record lacks common columns: {', '.join(missing)}")
-    text = json.dumps(_finite_or_none(record), indent=2, sort_keys=False, default=_json_default)
+def write_record(record: RunRecord, paths: Iterable[Path]) -> None:
+    text = json.dumps(_finite_or_none(record.to_json()), indent=2, sort_keys=False, default=_json_default)
     for path in paths:
         atomic_write_text(Path(path), text + "\n")
 
 
-def read_record(results_dir: Path, experiment: str, run_id: str) -> dict[str, Any] | None:
+def read_record(results_dir: Path, family: str, run_id: str) -> RunRecord | None:
     """The stored record of ``run_id``, or None when there is none (or it cannot be parsed)."""
-    path = record_paths(Path(results_dir), experiment, run_id, None)[0]
+    path = record_paths(Path(results_dir), family, run_id, None)[0]
     try:
         with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
+            return RunRecord.from_json(json.load(handle))
+    except (OSError, ValueError, TypeError):
         return None
-    return record if isinstance(record, dict) else None
 
 
-_JSON_TYPE_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
-                    type(None): "null"}
-_KIND_NAMES = {str: "a string", int: "an integer"}
-
-
-def record_problem(record: Any, experiment: str) -> str | None:
-    """Why ``record`` (parsed JSON from the ``experiment`` folder) cannot be placed in its tables, or None."""
-    if not isinstance(record, dict):
-        return f"a JSON {_JSON_TYPE_NAMES.get(type(record), type(record).__name__)}, not a record object"
-    missing = [key for key in PLACEMENT_TYPES if record.get(key) is None]
-    if missing:
-        return f"lacks {', '.join(missing)}"
-    wrong = [f"{key}={record[key]!r} is not {_KIND_NAMES[kind]}" for key, kind in PLACEMENT_TYPES.items()
-             if not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool))]
-    if wrong:
-        return "; ".join(wrong)
-    if record["experiment"] != experiment:
-        return f"experiment={record['experiment']!r}: a record of another experiment in the {experiment} folder"
-    if record["status"] not in RUN_STATUSES:
-        return f"status={record['status']!r} is not one of {', '.join(RUN_STATUSES)}"
-    return None
-
-
-def _read_placeable(path: Path, experiment: str) -> tuple[dict[str, Any] | None, str | None]:
+def _read_placeable(path: Path, family: str) -> tuple[RunRecord | None, str | None]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -147,21 +120,26 @@ def _read_placeable(path: Path, experiment: str) -> tuple[dict[str, Any] | None,
     if not raw.strip():
         return None, "empty file"
     try:
-        record = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
     except ValueError as exc:
         return None, f"not valid JSON ({exc})"
-    problem = record_problem(record, experiment)
-    return (None, problem) if problem else (record, None)
+    problem = record_problem(data, family)
+    if problem:
+        return None, problem
+    try:
+        return RunRecord.from_json(data), None
+    except (ValueError, TypeError) as exc:
+        return None, str(exc).splitlines()[0]
 
 
-def scan_records(results_dir: Path, experiment: str) -> tuple[list[dict[str, Any]], Skipped]:
-    """The placeable records under ``<results_dir>/runs/<experiment>/`` and, for every other file there, why not."""
-    records: list[dict[str, Any]] = []
+def scan_records(results_dir: Path, family: str) -> tuple[list[RunRecord], Skipped]:
+    """The placeable records under ``<results_dir>/runs/<family>/`` and, for every other file there, why not."""
+    records: list[RunRecord] = []
     skipped: Skipped = []
-    for path in sorted((Path(results_dir) / "runs" / experiment).glob("*.json")):
-        record, problem = _read_placeable(path, experiment)
+    for path in sorted((Path(results_dir) / "runs" / family).glob("*.json")):
+        record, problem = _read_placeable(path, family)
         if record is None:
             skipped.append((path, str(problem)))
         else:
@@ -169,18 +147,17 @@ def scan_records(results_dir: Path, experiment: str) -> tuple[list[dict[str, Any
     return records, skipped
 
 
-def load_records(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
-    """The placeable records of ``experiment`` (see ``scan_records`` for the files left out and why)."""
-    return scan_records(results_dir, experiment)[0]
+def load_records(results_dir: Path, family: str) -> list[RunRecord]:
+    """The placeable records of ``family`` (see ``scan_records`` for the files left out and why)."""
+    return scan_records(results_dir, family)[0]
 
 
 def _is_column_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def merge_records(results_dir: Path, experiment: str,
-                  records: list[dict[str, Any]] | None = None) -> "pd.DataFrame":
-    """Merge every record of ``experiment`` into ``<results_dir>/<experiment>.csv`` (one row per run_id).
+def merge_records(results_dir: Path, family: str, records: list[RunRecord] | None = None) -> "pd.DataFrame":
+    """Merge every record of ``family`` into ``<results_dir>/<family>.csv`` (one row per run_id).
 
     Scalar fields become columns (common columns first); nested fields (config, versions, artifacts) stay in
     the JSON records. A run_id recorded twice keeps its most recent record.
@@ -188,8 +165,8 @@ def merge_records(results_dir: Path, experiment: str,
     import pandas as pd
 
     if records is None:
-        records = load_records(results_dir, experiment)
-    rows = [{k: v for k, v in r.items() if _is_column_value(v)} for r in records]
+        records = load_records(results_dir, family)
+    rows = [{k: v for k, v in r.to_json().items() if _is_column_value(v)} for r in records]
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=list(COMMON_COLUMNS))
@@ -197,5 +174,5 @@ def merge_records(results_dir: Path, experiment: str,
         frame = frame.sort_values("started_utc").drop_duplicates("run_id", keep="last")
         extra = [c for c in frame.columns if c not in COMMON_COLUMNS]
         frame = frame.reindex(columns=[*COMMON_COLUMNS, *extra]).reset_index(drop=True)
-    atomic_write_text(Path(results_dir) / f"{experiment}.csv", frame.to_csv(index=False))
+    atomic_write_text(Path(results_dir) / f"{family}.csv", frame.to_csv(index=False))
     return frame

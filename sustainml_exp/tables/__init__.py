@@ -1,1 +1,2 @@
-"""``sml-tables``: merge run records into per-experiment CSVs and regenerate each family's tables and figures."""
+"""What every family's tables share: which runs pool into a cell (rows.py), cost columns (cost.py), and rendering
+to Markdown, LaTeX and figures (render.py). The ``sml-tables`` command that calls the families is cli_tables.py."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from sustainml_exp.results import atomic_write_bytes, atomic_write_text
 
 __all__ = ["DASH", "Section", "fmt", "is_missing", "knob_value", "latex", "latex_escape", "latex_message",
-           "markdown", "mean", "mean_std", "numeric", "save_figure", "seed_note", "tie_order",
+           "markdown", "mean", "mean_std", "numeric", "save_figure", "tie_order",
            "write_table_files"]
 
 DASH = "–"
@@ -45,16 +46,19 @@ def numeric(rows: pd.DataFrame, column: str) -> np.ndarray:
 
 def knob_value(value: Any) -> Any:
     """A knob value comparable across a CSV round trip: 50, 50.0 and '50' are 50; 'True' is True; floats are
-    rounded to 10 significant digits so that 8/255 written and read back compares equal."""
+    rounded to 10 significant digits so that 8/255 written and read back compares equal. A value that is neither
+    a string nor a number (a family's own key: a frozen dataclass, a tuple) is returned as it is."""
     if is_missing(value):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
+    if not isinstance(value, (str, numbers.Number)):
+        return value
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except ValueError:
         return str(value)
     if not math.isfinite(number):
         return None
@@ -65,16 +69,6 @@ def tie_order(value: Any) -> tuple:
     """Sort key over knob values of mixed types: numbers in order, then strings, None last."""
     numeric_value = isinstance(value, (int, float)) and not isinstance(value, bool)
     return (value is None, not numeric_value, value if numeric_value else 0, str(value))
-
-
-def seed_note(label: str, rows: pd.DataFrame) -> list[str]:
-    """A note when runs pooled into one cell repeat a seed (the same run under two settings, usually)."""
-    if "seed" not in rows.columns:
-        return []
-    seeds = [str(knob_value(s)) for s in rows["seed"]]
-    if len(set(seeds)) < len(seeds):
-        return [f"{label}: {len(seeds)} runs share {len(set(seeds))} seeds."]
-    return []
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -167,22 +161,25 @@ def latex_message(title: str, message: str) -> str:
 
 def write_table_files(stem: Path, title: str, sections: Sequence[Section], notes: Sequence[str], *,
                       columns: Sequence[str], lead_columns: int, paper_group: str, paper_columns: Sequence[str],
-                      empty_message: str) -> list[Path]:
+                      empty_message: str, excluded: Sequence[str] = ()) -> list[Path]:
     """``<stem>.md`` and ``<stem>.tex``, each written whole or not at all.
 
     Each section's frame has ``columns`` followed by ``f"{paper_group} {c}"`` for ``c`` in ``paper_columns``; the
-    first ``lead_columns`` columns label the row, the rest of ``columns`` are this reproduction's numbers."""
+    first ``lead_columns`` columns label the row, the rest of ``columns`` are this reproduction's numbers.
+    ``excluded`` (rows.excluded_note) closes the notes, or follows ``empty_message`` when no section has a row."""
     md_path, tex_path = stem.with_suffix(".md"), stem.with_suffix(".tex")
     if not sections:
-        atomic_write_text(md_path, f"# {title}\n\n{empty_message}\n")
-        atomic_write_text(tex_path, latex_message(title, empty_message))
+        message = " ".join([empty_message, *excluded])
+        atomic_write_text(md_path, f"# {title}\n\n{message}\n")
+        atomic_write_text(tex_path, latex_message(title, message))
         return [md_path, tex_path]
+    notes = [*notes, *excluded]
     atomic_write_text(md_path, markdown(title, sections, notes))
     # Short column names in LaTeX: the grouped header row carries the paper's label.
     latex_sections = [Section(s.heading, s.frame.set_axis([*columns, *paper_columns], axis=1), s.notes)
                       for s in sections]
-    groups = [("", lead_columns), ("This reproduction", len(columns) - lead_columns),
-              (paper_group, len(paper_columns))]
+    groups = [(label, span) for label, span in (("", lead_columns), ("This reproduction", len(columns) - lead_columns),
+                                                (paper_group, len(paper_columns))) if span]
     atomic_write_text(tex_path, latex(title, latex_sections, notes, groups))
     return [md_path, tex_path]
 

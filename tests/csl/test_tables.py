@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sustainml_exp.families.csl_segmentation.tables import OVERLAY_COLOURS, overlay_rgb, write_tables
+from sustainml_exp.results import RunRecord
 
 # Table 3 runs at the default settings (10 patches of 50 px, MSE), one per seed.
 DEFAULT_TEST = (0.60, 0.70, 0.65, 0.50, 0.55)
@@ -67,7 +68,7 @@ def _fake_results(overlay: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     best["artifacts"]["overlay"] = str(overlay)
     failed = next(r for r in records if r["status"] == "failed")
     failed["artifacts"]["overlay"] = str(overlay)
-    return pd.DataFrame(rows), records
+    return pd.DataFrame(rows), [RunRecord.from_json(r) for r in records]
 
 
 def _write_overlay(path: Path) -> None:
@@ -130,7 +131,7 @@ def test_table2_medians_per_cell_with_paper_column(tables_dir: Path) -> None:
     assert [row[:4] + row[8:] for row in synthetic[1:]] == [["#patches (P = 50)", "10", "3", "0.8000", "–"],
                                                           ["patch size P (#patches = 10)", "50", "3", "0.8000", "–"]]
     assert "MoNuSeg only" in _section_notes(md, "synthetic_nuclei")
-    assert "1 run(s) with status other than ok are excluded." in md
+    assert "1 run(s) with status other than ok are excluded (1 failed)." in md
     tex = (tables_dir / "table2.tex").read_text()
     assert r"\multicolumn{1}{c}{Paper (D3.2 Table 2, MoNuSeg)}" in tex
     assert "0.6643" in tex and r"\textbf{monuseg}" in tex
@@ -164,7 +165,7 @@ def test_table3_statistics_and_paper_reference(tables_dir: Path) -> None:
     assert by_label["Scale Pretext (Sahasrabudhe et al. 2020)"] == ["0", *["–"] * 6, "–", "0.6209", "–", "–", "–"]
     notes = _section_notes(md, "monuseg")
     assert "Ours: CSL (MSE): n_patches=10, patch_size=50, grid_stride=20" in notes
-    assert "13 run(s) at other settings (Table 2 sweeps) not included" in notes
+    assert "13 run(s) at other settings (Table 2 sweeps) are not included." in notes
     assert "3,386-parameter featuriser" in md and "7,372 + 3,386 = 10,758" in md
 
     synthetic = _table_rows(md, "synthetic_nuclei")

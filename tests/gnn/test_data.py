@@ -27,8 +27,8 @@ from sustainml_exp.families.gnn_blockquant.data import (  # noqa: E402
     GRAPH_DATASETS,
     GraphData,
     build_graph_data,
-    generate_synthetic,
     load_graph,
+    load_raw_graph,
     mean_aggregation_adjacency,
 )
 
@@ -160,7 +160,7 @@ def test_graph_data_to_keeps_everything(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def synthetic_arxiv():
-    raw = generate_synthetic("synthetic_arxiv", 0)
+    raw = load_raw_graph("synthetic_arxiv", "", 0)
     return raw, build_graph_data(raw)
 
 

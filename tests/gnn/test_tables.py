@@ -13,6 +13,7 @@ import torch
 
 from sustainml_exp.families.gnn_blockquant.analysis import activation_stats, normalize_groups
 from sustainml_exp.families.gnn_blockquant.tables import write_tables
+from sustainml_exp.results import RunRecord
 
 OUTPUTS = ("table4.md", "table4.tex", "table5.md", "table5.tex", "figure9.png", "figure10.png")
 SEEDS = (0, 1, 2)
@@ -70,7 +71,7 @@ def _fake_results(layer_stats: list[dict[str, Any]]) -> tuple[pd.DataFrame, list
         if record["quant"] != "fp32" and record["status"] == "ok":
             record["artifacts"] = {"activation_stats": layer_stats}
     # CSV columns are the scalar fields, as merge_records builds them.
-    return pd.DataFrame(rows), records
+    return pd.DataFrame(rows), [RunRecord.from_json(r) for r in records]
 
 
 def _table_rows(markdown: str, section: str) -> list[list[str]]:

@@ -21,16 +21,11 @@ import torch
 from PIL import Image
 
 from sustainml_exp.errors import ConfigError, DataMissingError
-from sustainml_exp.families.mfc_coreset import data as data_module
 from sustainml_exp.families.mfc_coreset.config import MEAN_STD
-from sustainml_exp.families.mfc_coreset.data import (
-    DEBIAN_FASHION_MNIST_DIR,
-    TINYIMAGENET_CACHE,
-    TINYIMAGENET_URL,
-    TrainSet,
-    digits_split,
-    load_image_dataset,
-)
+from sustainml_exp.families.mfc_coreset.data import TrainSet, digits_split, load_image_dataset
+from sustainml_exp.families.mfc_coreset.data import fashion_mnist as fashion_mnist_module
+from sustainml_exp.families.mfc_coreset.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+from sustainml_exp.families.mfc_coreset.data.tinyimagenet import TINYIMAGENET_CACHE, TINYIMAGENET_URL
 
 
 def one_line_error(err: pytest.ExceptionInfo) -> str:
@@ -143,7 +138,7 @@ def test_idx_datasets_read_torchvisions_raw_folder(tmp_path: Path, name: str, fo
 def test_fashion_mnist_falls_back_to_the_system_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = tmp_path / "usr-share-datasets"
     arrays = write_idx_set(system, compressed=True, seed=3)  # the Debian package's files are .gz
-    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(fashion_mnist_module, "DEBIAN_FASHION_MNIST_DIR", system)
     data = load_image_dataset("fashion_mnist", tmp_path / "data")
     assert data.source == str(system)
     assert torch.equal(data.train.x[:, 0], as_unit(arrays["train-images-idx3-ubyte"]))
@@ -488,7 +483,7 @@ def test_damaged_tinyimagenet_is_named(tmp_path: Path, damage: str, problem: str
 ])
 def test_missing_dataset_says_where_and_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
                                                       where: str, hints: list[str]) -> None:
-    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(fashion_mnist_module, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not-installed")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with pytest.raises(DataMissingError) as err:

@@ -23,8 +23,8 @@ from sustainml_exp.families.mfc_coreset.data import TrainSet, load_image_dataset
 from sustainml_exp.families.mfc_coreset.generalized import class_covering_radii
 from sustainml_exp.families.mfc_coreset.models import build_model
 from sustainml_exp.families.mfc_coreset.selection import make_selector
+from sustainml_exp.family import RunContext
 from sustainml_exp.progress import Progress
-from sustainml_exp.runner import RunContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ import pytest
 
 from sustainml_exp.families.mfc_coreset.config import EPS_LINF, eps_l2_from_linf, input_dim
 from sustainml_exp.families.mfc_coreset.tables import PAPER_TABLE1, write_tables
-from sustainml_exp.results.columns import COMMON_COLUMNS
+from sustainml_exp.results import COMMON_COLUMNS
 
 NAN = float("nan")
 # MNIST, Table 1 setting (ResNet18, k = 50, PGD-linf training): (std_acc, rob_acc_aa) per seed.

@@ -46,7 +46,7 @@ def _sml(tmp: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
 
 
 def _records(tmp: Path) -> dict[tuple[str, int], dict]:
-    return {(r["dataset"], r["seed"]): r for r in load_records(tmp / "results", "gnn_blockquant")}
+    return {(r.dataset, r.seed): r.to_json() for r in load_records(tmp / "results", "gnn_blockquant")}
 
 
 def test_sweep_is_one_array_with_one_record_per_task_and_a_rerun_skips_finished_tasks(cluster, tmp_path) -> None:
@@ -130,7 +130,7 @@ def test_task_at_its_time_limit_is_requeued_then_recorded_failed_once(cluster, t
                 "hydra.launcher.max_num_timeout=1", "dataset=synthetic", "epochs=1000000", "energy=none",
                 "progress=log", timeout=900)
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
-    (record,) = load_records(tmp_path / "results", "gnn_blockquant")
+    (record,) = [r.to_json() for r in load_records(tmp_path / "results", "gnn_blockquant")]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f"sml-run: 1 job(s): 0 ok, 0 skipped, 1 failed: {record['run_id']} (failed); ")
     assert record["status"] == "failed"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 SEG_DATASETS = ("synthetic_nuclei", "monuseg", "consep")
@@ -36,7 +37,6 @@ def protocol_value(dataset: str, key: str) -> float:
 
 @dataclass
 class CSLRunConfig(BaseRunConfig):
-    experiment: str = "csl_segmentation"
     dataset: str = "synthetic_nuclei"
     epochs: int = 300
     # csl: the self-supervised confidence network; threshold / supervised: the baselines of Table 3.

@@ -8,15 +8,14 @@ parameter counts, time to convergence and what each row cost (training, wall tim
 published numbers. Figure 7: true positives, false negatives and false positives of the contrastive run with the best
 validation Dice on a few test images.
 
-Runs that differ in a knob that changes what is computed are never pooled: every row fixes the knobs it does not
-vary at their most common value (the configuration default on ties) and says so in a note.
+Which runs pool into a row is tables/rows.py's rule: every row fixes the knobs it does not vary at their most common
+combination (the configuration defaults on ties) and says so in a note.
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from matplotlib.patches import Patch
 
 from sustainml_exp.families.csl_segmentation.config import SIMILARITIES, CSLRunConfig
 from sustainml_exp.families.csl_segmentation.evaluate import dice
+from sustainml_exp.results import RunRecord
 from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
@@ -38,9 +38,19 @@ from sustainml_exp.tables.render import (
     mean_std,
     numeric,
     save_figure,
-    seed_note,
     tie_order,
     write_table_files,
+)
+from sustainml_exp.tables.rows import (
+    cells,
+    dataset_order,
+    excluded_note,
+    left_out_note,
+    matching,
+    modal_setting,
+    seed_note,
+    settings_text,
+    split_runs,
 )
 
 __all__ = ["OVERLAY_COLOURS", "overlay_rgb", "write_tables"]
@@ -55,6 +65,13 @@ BASELINE_KNOBS = {
 }
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(CSLRunConfig) if f.name in CSL_KNOBS}
 DICE_DIGITS = 4
+
+
+def _setting(rows: pd.DataFrame, knobs: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The runs at the most common setting of ``knobs`` (the configuration defaults on ties), and that setting."""
+    return modal_setting(rows, knobs, _DEFAULTS)
+
+
 REFERENCE_FEATURISER_PARAMS = 3386  # the reference code's unused featuriser (model.REFERENCE_FEATURISER_PARAMS)
 REFERENCE_CONFIDENCE_PARAMS = 7372  # the confidence network with K = 4
 
@@ -91,41 +108,6 @@ PAPER_TIME = "~5 min"
 # ---------------------------------------------------------------------------------------------------------------
 # Rows
 
-def _modal_subset(rows: pd.DataFrame, knobs: Iterable[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Keep the rows at the most common value of each knob in turn (the default value, else the smallest, on
-    ties); returns the rows and the values chosen."""
-    chosen: dict[str, Any] = {}
-    for knob in knobs:
-        if knob not in rows.columns or rows.empty:
-            continue
-        values = [knob_value(v) for v in rows[knob]]
-        counts = Counter(values)
-        top = max(counts.values())
-        tied = [v for v, c in counts.items() if c == top]
-        value = _DEFAULTS[knob] if _DEFAULTS.get(knob) in tied else min(tied, key=tie_order)
-        rows = rows[[v == value for v in values]]
-        chosen[knob] = value
-    return rows, chosen
-
-
-def _settings(chosen: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in chosen.items() if v is not None)
-
-
-def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "status" not in frame.columns:
-        return frame.iloc[0:0]
-    ok = frame[frame["status"].astype(str) == "ok"].copy()
-    for column in ("dataset", "method"):
-        ok[column] = ok[column].astype(str) if column in ok.columns else ""
-    return ok
-
-
-def _dataset_order(datasets: Iterable[str]) -> list[str]:
-    present = set(datasets)
-    return [d for d in DATASET_ORDER if d in present] + sorted(present - set(DATASET_ORDER))
-
-
 def _count_cell(rows: pd.DataFrame, column: str) -> str:
     """The recorded integer(s), e.g. '7,372'; several values (should not happen in one row) joined by '/'."""
     values = sorted({int(v) for v in numeric(rows, column)})
@@ -155,22 +137,16 @@ def _table2_section(dataset: str, csl: pd.DataFrame) -> Section:
     paper = _PAPER_TABLE2.get(dataset, {})
     records, notes = [], []
     for swept, label, held, held_value in _SWEEPS:
-        at_held = csl[[knob_value(v) == held_value for v in csl[held]]] if held in csl.columns else csl.iloc[0:0]
-        others = [k for k in CSL_KNOBS if k not in (swept, held)]
-        rows, chosen = _modal_subset(at_held, others)
-        by_value: dict[Any, list[int]] = {}
-        if swept in rows.columns:
-            for position, value in enumerate(rows[swept]):
-                if knob_value(value) is not None:
-                    by_value.setdefault(knob_value(value), []).append(position)
+        rows, chosen = _setting(matching(csl, {held: held_value}), [k for k in CSL_KNOBS if k not in (swept, held)])
+        by_value = {value: cell for (value,), cell in cells(rows, [swept]).items() if value is not None}
         paper_values = paper.get(swept, {})
         for value in sorted(set(by_value) | set(paper_values), key=tie_order):
-            cell = rows.iloc[by_value.get(value, [])]
+            cell = by_value.get(value, rows.iloc[0:0])
             records.append([label, str(value), str(len(cell)), fmt(_median(numeric(cell, "val_dice")), DICE_DIGITS),
                             *cost_cells(cell, RUN_COSTS), fmt(paper_values.get(value), DICE_DIGITS)])
             notes += seed_note(f"{label} = {value}", cell)
         if len(rows):
-            notes.append(f"{label}: {held}={held_value}, {_settings(chosen)}.")
+            notes.append(f"{label}: {held}={held_value}, {settings_text(chosen)}.")
     if paper:
         notes.append("Paper: MoNuSeg, median over 3 runs, the other knobs at their defaults.")
     else:
@@ -185,7 +161,7 @@ _SELECTION_NOTE = ("Val Dice is the score the channel and the epoch are chosen b
                    "selection=train_labels, the paper's protocol. The reference code chooses on the test set.")
 
 
-def _table2_notes(n_ignored: int) -> list[str]:
+def _table2_notes() -> list[str]:
     notes = [
         _SELECTION_NOTE,
         "Median val Dice: the median over the n runs (seeds) of the cell.",
@@ -193,19 +169,17 @@ def _table2_notes(n_ignored: int) -> list[str]:
         "Each sweep varies one knob with the other held at its default; every remaining knob is fixed at its most "
         "common value among those runs (listed per dataset), so runs of other settings are not pooled.",
     ]
-    if n_ignored:
-        notes.append(f"{n_ignored} run(s) with status other than ok are excluded.")
     return notes
 
 
-def _write_table2(ok: pd.DataFrame, n_ignored: int, out_dir: Path) -> list[Path]:
+def _write_table2(ok: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[Path]:
     csl = ok[ok["method"] == "csl"] if not ok.empty else ok
-    sections = [_table2_section(ds, csl[csl["dataset"] == ds]) for ds in _dataset_order(csl["dataset"])] \
+    sections = [_table2_section(ds, csl[csl["dataset"] == ds]) for ds in dataset_order(csl["dataset"], DATASET_ORDER)] \
         if not csl.empty else []
     return write_table_files(
-        out_dir / "table2", TABLE2_TITLE, sections, _table2_notes(n_ignored),
+        out_dir / "table2", TABLE2_TITLE, sections, _table2_notes(),
         columns=TABLE2_COLUMNS, lead_columns=2, paper_group=PAPER2_GROUP, paper_columns=PAPER2_COLUMNS,
-        empty_message="No contrastive (method=csl) runs with status ok were recorded.")
+        empty_message="No contrastive (method=csl) runs with status ok were recorded.", excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,31 +231,29 @@ def _table3_section(dataset: str, rows: pd.DataFrame, extra_notes: Sequence[str]
         runs = rows[rows["method"] == method]
         if runs.empty and paper is None:
             continue
-        runs, chosen = _modal_subset(runs, BASELINE_KNOBS[method])
+        runs, chosen = _setting(runs, BASELINE_KNOBS[method])
         label = _LABELS[method]
         records.append([label, *_measured_cells(method, runs), *_paper3_cells(paper, method)])
         notes += seed_note(label, runs)
         if len(runs) and chosen:
-            notes.append(f"{label}: {_settings(chosen)}.")
+            notes.append(f"{label}: {settings_text(chosen)}.")
     if paper is not None:
         records.append([_LABELS["scale_pretext"], "0", *[DASH] * (len(TABLE3_COLUMNS) - 2),
                         *_paper3_cells(paper, "scale_pretext")])
     csl = rows[rows["method"] == "csl"]
-    present = {knob_value(s) for s in csl["similarity"]} if "similarity" in csl.columns else {None}
-    similarities = [s for s in SIMILARITIES if s in present] + sorted(
-        (s for s in present if s not in SIMILARITIES), key=tie_order)
+    by_similarity = {similarity: runs for (similarity,), runs in cells(csl, ["similarity"]).items()}
+    similarities = [s for s in SIMILARITIES if s in by_similarity] + sorted(
+        (s for s in by_similarity if s not in SIMILARITIES), key=tie_order)
     if csl.empty and paper is not None:
         records.append([_csl_label(None), *_measured_cells("csl", csl), *_paper3_cells(paper, "csl")])
-    for similarity in similarities if not csl.empty else []:
-        of_similarity = csl[[knob_value(s) == similarity for s in csl["similarity"]]] if "similarity" in csl.columns \
-            else csl
-        runs, chosen = _modal_subset(of_similarity, [k for k in CSL_KNOBS if k != "similarity"])
+    for similarity in similarities:
+        of_similarity = by_similarity[similarity]
+        runs, chosen = _setting(of_similarity, [k for k in CSL_KNOBS if k != "similarity"])
         label = _csl_label(similarity)
         records.append([label, *_measured_cells("csl", runs), *_paper3_cells(paper, "csl")])
         notes += seed_note(label, runs)
-        left_out = len(of_similarity) - len(runs)
-        notes.append(f"{label}: {_settings(chosen)}"
-                     + (f"; {left_out} run(s) at other settings (Table 2 sweeps) not included." if left_out else "."))
+        notes.append(f"{label}: {settings_text(chosen)}.")
+        notes += left_out_note(len(of_similarity) - len(runs), " (Table 2 sweeps)")
     if paper is None:
         notes.append("The paper has no results for this dataset; paper columns are '–'.")
     elif len(similarities) > 1:
@@ -291,7 +263,7 @@ def _table3_section(dataset: str, rows: pd.DataFrame, extra_notes: Sequence[str]
     return Section(dataset, pd.DataFrame(records, columns=columns), notes)
 
 
-def _table3_notes(n_ignored: int) -> list[str]:
+def _table3_notes() -> list[str]:
     notes = [
         "Test Dice: mean per-image Dice on the test split at the channel and epoch chosen by the selection score "
         "(never the test set; the reference code's numbers are optimistic by construction).",
@@ -310,19 +282,18 @@ def _table3_notes(n_ignored: int) -> list[str]:
         "for the networks the whole training loop, so CSL and the supervised CNN compare directly.",
         "Scale Pretext (Sahasrabudhe et al., MICCAI 2020) is quoted from the paper only; it is not run here.",
     ]
-    if n_ignored:
-        notes.append(f"{n_ignored} run(s) with status other than ok are excluded.")
     return notes
 
 
-def _write_table3(ok: pd.DataFrame, n_ignored: int, out_dir: Path,
+def _write_table3(ok: pd.DataFrame, excluded: list[str], out_dir: Path,
                   overlay_notes: dict[str, list[str]]) -> list[Path]:
     sections = [] if ok.empty else [
-        _table3_section(ds, ok[ok["dataset"] == ds], overlay_notes.get(ds, [])) for ds in _dataset_order(ok["dataset"])]
+        _table3_section(ds, ok[ok["dataset"] == ds], overlay_notes.get(ds, []))
+        for ds in dataset_order(ok["dataset"], DATASET_ORDER)]
     return write_table_files(
-        out_dir / "table3", TABLE3_TITLE, sections, _table3_notes(n_ignored),
+        out_dir / "table3", TABLE3_TITLE, sections, _table3_notes(),
         columns=TABLE3_COLUMNS, lead_columns=1, paper_group=PAPER3_GROUP, paper_columns=PAPER3_COLUMNS,
-        empty_message="No runs were recorded (no csl_segmentation rows with status ok).")
+        empty_message="No runs were recorded (no csl_segmentation rows with status ok).", excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,12 +337,12 @@ def _best_csl_row(rows: pd.DataFrame) -> pd.Series | None:
     return ranked.dropna(subset=["_score"]).sort_values(["_score", "_id"], ascending=[False, True]).iloc[0]
 
 
-def _write_overlay(dataset: str, row: pd.Series, record: dict[str, Any] | None,
+def _write_overlay(dataset: str, row: pd.Series, record: RunRecord | None,
                    out_dir: Path) -> tuple[list[Path], str]:
     test = pd.to_numeric(pd.Series([row.get("test_dice")]), errors="coerce").iloc[0]
     run = (f"run {row.get('run_id')} (seed {knob_value(row.get('seed'))}, val Dice {float(row['_score']):.4f}, "
            f"test Dice {fmt(float(test), DICE_DIGITS)})")
-    path_text = ((record or {}).get("artifacts") or {}).get("overlay")
+    path_text = record.artifacts.get("overlay") if record is not None else None
     if is_missing(path_text):
         return [], f"Figure 7 overlay skipped: the best CSL {run} recorded no overlay."
     path = Path(str(path_text))
@@ -401,14 +372,14 @@ def _write_overlay(dataset: str, row: pd.Series, record: dict[str, Any] | None,
                      f"reference code chooses); {colours} over the image.")
 
 
-def _write_overlays(ok: pd.DataFrame, records: Sequence[dict[str, Any]],
+def _write_overlays(ok: pd.DataFrame, records: Sequence[RunRecord],
                     out_dir: Path) -> tuple[list[Path], dict[str, list[str]]]:
-    by_id = {str(r.get("run_id")): r for r in records if r.get("status") == "ok"}
+    by_id = {r.run_id: r for r in records}
     written: list[Path] = []
     notes: dict[str, list[str]] = {}
     if ok.empty:
         return written, notes
-    for dataset in _dataset_order(ok["dataset"]):
+    for dataset in dataset_order(ok["dataset"], DATASET_ORDER):
         row = _best_csl_row(ok[ok["dataset"] == dataset])
         if row is None:
             continue
@@ -420,14 +391,14 @@ def _write_overlays(ok: pd.DataFrame, records: Sequence[dict[str, Any]],
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table2.md/.tex, table3.md/.tex and figure7_<dataset>.png (for each dataset whose best contrastive
     run kept an overlay) into ``out_dir``; return the written paths. Only rows with status 'ok' count."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ok = _ok_rows(frame)
-    n_ignored = len(frame) - len(ok)
+    ok, not_ok = split_runs(frame)
+    excluded = excluded_note(not_ok)
     figures, overlay_notes = _write_overlays(ok, records, out_dir)
-    written = _write_table2(ok, n_ignored, out_dir)
-    written += _write_table3(ok, n_ignored, out_dir, overlay_notes)
+    written = _write_table2(ok, excluded, out_dir)
+    written += _write_table3(ok, excluded, out_dir, overlay_notes)
     return written + figures

@@ -33,6 +33,7 @@ from sustainml_exp.families.csl_segmentation.model import (
     n_trainable_params,
     shift_input,
 )
+from sustainml_exp.family import RunContext
 from sustainml_exp.peak_memory import PeakMemory
 
 log = logging.getLogger("sustainml_exp")
@@ -92,8 +93,8 @@ def _training_loss(model: ConfidenceNet, crops: torch.Tensor, masks: torch.Tenso
     return contrastive_loss(x, conf, draws, cfg.similarity)
 
 
-def _train_network(cfg: CSLRunConfig, ctx, train: list[SegImage], val: list[SegImage]) -> tuple[ConfidenceNet,
-                                                                                                 Selection, dict]:
+def _train_network(cfg: CSLRunConfig, ctx: RunContext, train: list[SegImage],
+                   val: list[SegImage]) -> tuple[ConfidenceNet, Selection, dict]:
     device = ctx.device
     n_outputs = 1 if cfg.method == "supervised" else cfg.n_classes
     model = ConfidenceNet(n_classes=n_outputs).to(device)
@@ -106,7 +107,7 @@ def _train_network(cfg: CSLRunConfig, ctx, train: list[SegImage], val: list[SegI
     steps = skipped = 0
     train_s = 0.0
     last_loss = float("nan")
-    progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.method}]")
+    progress = ctx.make_progress(cfg.epochs, cfg.method)
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -151,7 +152,7 @@ def _overlay_artifact(path: Path, images: list[SegImage], preds: list[np.ndarray
     return str(path.resolve())
 
 
-def run(cfg: CSLRunConfig, ctx) -> dict[str, Any]:
+def run(cfg: CSLRunConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_seg_dataset(cfg.dataset, Path(cfg.data_dir))
     if cfg.selection == "train_labels":
         # The paper's protocol: train on every training image and choose on their own labels.

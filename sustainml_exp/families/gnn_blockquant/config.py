@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
+from sustainml_exp.compress.spec import COMPRESS_BACKENDS, QUANT_BITS, QUANT_MODES
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.config.schema import BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 GRAPH_DATASETS = ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
-QUANT_MODES = ("fp32", "exact", "block")
-QUANT_BITS = (2, 4, 8)
 LOSSES = ("ce", "exact_arxiv")
-# Mirrors sustainml_exp.compress.spec.COMPRESS_BACKENDS (importing that package would import torch at start-up).
-COMPRESS_BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -76,10 +74,9 @@ class CompressConfig:
 
 @dataclass
 class GNNRunConfig(BaseRunConfig):
-    experiment: str = "gnn_blockquant"
     dataset: str = "synthetic"
     epochs: int = 100
-    G_R: Optional[int] = 64
+    G_R: int = 64  # rows per quantization block (block mode; EXACT has one per row)
     quant: str = "block"
     bits: int = 2
     kept_frac: float = 0.125
@@ -130,8 +127,6 @@ class GNNRunConfig(BaseRunConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("dataset", self.dataset, GRAPH_DATASETS)
-        if self.G_R is None:
-            raise ConfigError("G_R=null is not allowed for gnn_blockquant; allowed: an integer >= 1")
         check_choice("compress_backend", self.compress_backend, COMPRESS_BACKENDS)
         check_range("warmup_epochs", self.warmup_epochs, lo=0)
         check_range("eval_every", self.eval_every, lo=1)

@@ -4,16 +4,17 @@ Table 4: accuracy / speed / activation memory / peak memory / energy per configu
 published numbers. Table 5: fit of the normalized activations to the uniform vs the clipped-normal model and the
 measured variance reduction of VM. Figure 9: histograms behind Table 5. Figure 10: the analytic VM trade-off.
 
-Rows are grouped by everything that changes what is computed or stored (quantization, bits, projection, G/R for
-block runs, VM, block layout) and by the run context (device, epochs, model size), so that runs of different
-layouts or protocols are never averaged together.
+Which runs pool into a row is tables/rows.py's rule, on the knobs of everything that changes what is computed or
+stored (quantization, bits, projection, G/R for block runs, VM, block layout: ``RunConfig``) and the run context
+(device, epochs, model size): every setting present is a row, so runs of different layouts or protocols are never
+averaged together.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,21 @@ from sustainml_exp.compress.vm import (
     optimal_inner_level,
     variance_reduction,
 )
+from sustainml_exp.results import RunRecord
 from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
     Section,
     fmt,
     is_missing,
+    knob_value,
     mean,
     mean_std,
     numeric,
     save_figure,
     write_table_files,
 )
+from sustainml_exp.tables.rows import cells, dataset_order, excluded_note, seed_note, split_runs
 
 __all__ = ["RunConfig", "config_label", "write_tables"]
 
@@ -135,19 +139,17 @@ _LAYOUT_NOTE = ("The paper's public code uses the layout group_cap=1024, fp32 ta
 # Row normalization
 
 def _to_bool(value: Any) -> bool:
-    if is_missing(value):
-        return False
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+    return bool(knob_value(value))
 
 
 def _to_int(value: Any) -> int | None:
-    return None if is_missing(value) else int(float(value))
+    value = knob_value(value)
+    return None if value is None else int(value)
 
 
 def _to_float(value: Any) -> float | None:
-    return None if is_missing(value) else float(value)
+    value = knob_value(value)
+    return None if value is None else float(value)
 
 
 def run_config(row: pd.Series | dict[str, Any]) -> RunConfig:
@@ -231,12 +233,9 @@ def _context_value(row: pd.Series, column: str) -> Any:
     return f"{value} ({gpu})" if value == "cuda" and not is_missing(gpu) else str(value)
 
 
-def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "status" not in frame.columns:
-        return frame.iloc[0:0]
-    ok = frame[frame["status"].astype(str) == "ok"].copy()
-    if ok.empty:
-        return ok
+def _with_setting(ok: pd.DataFrame) -> pd.DataFrame:
+    """The ok runs with their RunConfig and run context as columns: the knobs a cell of Table 4 pools on."""
+    ok = ok.copy()
     ok["_config"] = [run_config(row) for _, row in ok.iterrows()]
     ok["_context"] = [tuple(_context_value(row, c) for c in CONTEXT_COLUMNS) for _, row in ok.iterrows()]
     return ok
@@ -244,15 +243,7 @@ def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _group_runs(rows: pd.DataFrame) -> dict[tuple[RunConfig, tuple], pd.DataFrame]:
     """Rows per (RunConfig, context), in first-seen order: the seeds of one experiment."""
-    positions: dict[tuple[RunConfig, tuple], list[int]] = {}
-    for position, key in enumerate(zip(rows["_config"], rows["_context"])):
-        positions.setdefault(key, []).append(position)
-    return {key: rows.iloc[idx] for key, idx in positions.items()}
-
-
-def _dataset_order(datasets: Iterable[str]) -> list[str]:
-    known = [d for d in DATASET_ORDER if d in set(datasets)]
-    return known + sorted(set(datasets) - set(DATASET_ORDER))
+    return cells(rows, ("_config", "_context"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,9 +299,7 @@ def _table4_section(dataset: str, rows: pd.DataFrame) -> Section:
         effective = _effective_block_rows(config, group["effective_G_R"].iloc[0]) \
             if "effective_G_R" in group.columns else None
         label = config_label(config, effective) + _context_label(context, varying)
-        seeds = group["seed"].tolist() if "seed" in group.columns else []
-        if len(set(map(str, seeds))) < len(seeds):
-            notes.append(f"{label}: {len(seeds)} runs share {len(set(map(str, seeds)))} seeds.")
+        notes += seed_note(label, group)
         acc = numeric(group, "test_acc") * 100.0
         records.append([
             label,
@@ -334,7 +323,7 @@ def _table4_section(dataset: str, rows: pd.DataFrame) -> Section:
     return Section(dataset, pd.DataFrame(records, columns=columns), notes)
 
 
-def _table4_notes(n_ignored: int) -> list[str]:
+def _table4_notes() -> list[str]:
     notes = [
         "Acc: test accuracy at the best-validation epoch, mean ± sample std (ddof=1) over the n seeds of the row.",
         "S: full-batch training epochs per second (no evaluation in the timed loop, warm-up epochs excluded).",
@@ -347,18 +336,16 @@ def _table4_notes(n_ignored: int) -> list[str]:
         "memory); the paper has no such row.",
         _LAYOUT_NOTE,
     ]
-    if n_ignored:
-        notes.append(f"{n_ignored} run(s) with status other than ok are excluded.")
     return notes
 
 
-def _write_table4(ok: pd.DataFrame, n_ignored: int, out_dir: Path) -> list[Path]:
+def _write_table4(ok: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[Path]:
     sections = [] if ok.empty else [
-        _table4_section(ds, ok[ok["dataset"] == ds]) for ds in _dataset_order(ok["dataset"].astype(str))]
+        _table4_section(ds, ok[ok["dataset"] == ds]) for ds in dataset_order(ok["dataset"], DATASET_ORDER)]
     return write_table_files(
-        out_dir / "table4", TABLE4_TITLE, sections, _table4_notes(n_ignored),
+        out_dir / "table4", TABLE4_TITLE, sections, _table4_notes(),
         columns=TABLE4_COLUMNS, lead_columns=2, paper_group=PAPER_GROUP, paper_columns=PAPER_COLUMNS,
-        empty_message="No runs were recorded (no gnn_blockquant rows with status ok).")
+        empty_message="No runs were recorded (no gnn_blockquant rows with status ok).", excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,11 +421,11 @@ _TABLE5_NOTES = [
 ]
 
 
-def _write_table5(ok: pd.DataFrame, out_dir: Path) -> list[Path]:
+def _write_table5(ok: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[Path]:
     sections: list[Section] = []
     if not ok.empty:
         quantized = ok[[c.quant != "fp32" for c in ok["_config"]]]
-        for dataset in _dataset_order(quantized["dataset"].astype(str)):
+        for dataset in dataset_order(quantized["dataset"], DATASET_ORDER):
             section = _table5_section(dataset, quantized[quantized["dataset"] == dataset])
             if section is not None:
                 sections.append(section)
@@ -446,36 +433,34 @@ def _write_table5(ok: pd.DataFrame, out_dir: Path) -> list[Path]:
         out_dir / "table5", TABLE5_TITLE, sections, _TABLE5_NOTES,
         columns=TABLE5_COLUMNS, lead_columns=3, paper_group=PAPER5_GROUP, paper_columns=PAPER5_COLUMNS,
         empty_message="No runs were recorded." if ok.empty else
-        "No quantized runs with activation statistics were recorded.")
+        "No quantized runs with activation statistics were recorded.", excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Figures
 
-def _representative_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def _representative_record(records: Sequence[RunRecord]) -> RunRecord | None:
     """A quantized run with activation statistics: EXACT with d = 16 on the largest dataset, preferably."""
-    candidates = [r for r in records if r.get("status") == "ok"
-                  and (r.get("artifacts") or {}).get("activation_stats")]
+    candidates = [r for r in records if r.artifacts.get("activation_stats")]
     if not candidates:
         return None
 
-    def rank(record: dict[str, Any]) -> tuple:
-        dataset = str(record.get("dataset", ""))
-        nodes = _to_int(record.get("num_nodes")) or KNOWN_NUM_NODES.get(dataset, 0)
+    def rank(record: RunRecord) -> tuple:
+        nodes = _to_int(record.get("num_nodes")) or KNOWN_NUM_NODES.get(record.dataset, 0)
         config = run_config(record)
-        first_d = record["artifacts"]["activation_stats"][0].get("d")
-        return (-nodes, dataset.startswith("synthetic"), config.quant != "exact", first_d != 16,
-                not config.paper_layout, config.vm, not config.default_layout, _to_int(record.get("seed")) or 0,
-                str(record.get("run_id", "")))
+        first_d = record.artifacts["activation_stats"][0].get("d")
+        return (-nodes, record.dataset.startswith("synthetic"), config.quant != "exact", first_d != 16,
+                not config.paper_layout, config.vm, not config.default_layout, _to_int(record.seed) or 0,
+                record.run_id)
 
     return min(candidates, key=rank)
 
 
-def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+def _write_figure9(records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     record = _representative_record(records)
     if record is None:
         return []
-    layers = record["artifacts"]["activation_stats"]
+    layers = record.artifacts["activation_stats"]
     fig = Figure(figsize=(4.2 * len(layers), 3.6), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for layer, (ax, stats) in enumerate(zip(axes, layers)):
@@ -509,8 +494,8 @@ def _write_figure9(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Pat
             more = atoms.get_legend_handles_labels()
             ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper right")
     config = run_config(record)
-    fig.suptitle(f"Figure 9: normalized activations, {record.get('dataset')} {config_label(config)} "
-                 f"(seed {record.get('seed')}); uniform model has no atoms", fontsize=10)
+    fig.suptitle(f"Figure 9: normalized activations, {record.dataset} {config_label(config)} "
+                 f"(seed {record.seed}); uniform model has no atoms", fontsize=10)
     return save_figure(fig, out_dir / "figure9.png")
 
 
@@ -546,16 +531,16 @@ def _write_figure10(out_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table4.md/.tex, table5.md/.tex, figure9.png (when a quantized run has statistics) and figure10.png
     into ``out_dir``; return the written paths. Only rows with status 'ok' count."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ok = _ok_rows(frame)
-    n_ignored = len(frame) - len(ok)
-    written = _write_table4(ok, n_ignored, out_dir)
-    written += _write_table5(ok, out_dir)
+    ok, not_ok = split_runs(frame)
+    ok, excluded = _with_setting(ok), excluded_note(not_ok)
+    written = _write_table4(ok, excluded, out_dir)
+    written += _write_table5(ok, excluded, out_dir)
     ok_ids = set(ok["run_id"].astype(str)) if "run_id" in ok.columns else set()
-    written += _write_figure9([r for r in records if str(r.get("run_id")) in ok_ids], out_dir)
+    written += _write_figure9([r for r in records if r.run_id in ok_ids], out_dir)
     written += _write_figure10(out_dir)
     return written

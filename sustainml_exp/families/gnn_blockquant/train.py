@@ -17,6 +17,7 @@ from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
 from sustainml_exp.families.gnn_blockquant.model import GraphSAGE, effective_group_rows
+from sustainml_exp.family import RunContext
 from sustainml_exp.peak_memory import MIB, PeakMemory
 
 log = logging.getLogger("sustainml_exp")
@@ -115,7 +116,7 @@ def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str,
     return stats
 
 
-def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
+def run(cfg: GNNRunConfig, ctx: RunContext) -> dict[str, Any]:
     device = ctx.device
     backend = resolved_backend(cfg, device)  # fails before any data is loaded when triton cannot run here
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
@@ -131,7 +132,7 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     peak_memory.reset()
     log.info("training %s on %s (%d nodes, %d edges) for %d epochs on %s (compress backend %s)", cfg.quant,
              cfg.dataset, graph.x.shape[0], graph.num_edges, cfg.epochs, device, backend)
-    progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.quant}]")
+    progress = ctx.make_progress(cfg.epochs, cfg.quant)
     timed_s, train_s, best_val, test_at_best, best_epoch = 0.0, 0.0, -1.0, float("nan"), 0
     try:
         for epoch in range(1, cfg.epochs + 1):

@@ -7,14 +7,19 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
+from sustainml_exp.config.checks import check_choice, check_range
+from sustainml_exp.config.schema import NOT_HASHED, BaseRunConfig
 from sustainml_exp.errors import ConfigError
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tinyimagenet")
-# Coreset selectors return indices into the training set; condensation methods return synthetic images.
-CORESET_METHODS = ("full", "rand", "mcs", "kcenter", "herding", "craig", "gradmatch", "submod")
-CONDENSATION_METHODS = ("dm", "gm", "tm")
-METHODS = CORESET_METHODS + CONDENSATION_METHODS
+# method -> "module:class" of its selector under selection/ (imported only when a run uses it). Coreset selectors
+# return indices into the training set; condensation methods return synthetic images.
+CORESET_METHODS = {"full": "full:FullSelector", "rand": "rand:RandomSelector", "mcs": "mcs:MCSSelector",
+                   "kcenter": "kcenter:KCenterSelector", "herding": "herding:HerdingSelector",
+                   "craig": "craig:CraigSelector", "gradmatch": "gradmatch:GradMatchSelector",
+                   "submod": "submod:SubmodSelector"}
+CONDENSATION_METHODS = {"dm": "dm:DMSelector", "gm": "gm:GMSelector", "tm": "tm:TMSelector"}
+METHODS = (*CORESET_METHODS, *CONDENSATION_METHODS)
 # Methods whose selection carries per-image weights: covering multiplicities (mcs), CRAIG and GradMatch weights.
 WEIGHTED_METHODS = ("mcs", "craig", "gradmatch")
 MODELS = ("mlp", "convnet", "resnet18")
@@ -183,8 +188,9 @@ class TMConfig:
     lr_lr: Optional[float] = None
     syn_lr: Optional[float] = None
     # Where expert trajectories are kept between runs (MTT's buffer): null keeps them in memory for one run only.
-    # 100 experts of the CIFAR ConvNet take GBs: set it at the published scale.
-    buffer_dir: Optional[str] = None
+    # 100 experts of the CIFAR ConvNet take GBs: set it at the published scale. A cache: the experts are the same
+    # wherever they are kept (fixed seed), so the folder is not part of the run id.
+    buffer_dir: Optional[str] = field(default=None, metadata=NOT_HASHED)
 
     def overrides(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(TMProtocol) if getattr(self, f.name, None) is not None}
@@ -265,7 +271,6 @@ class AttackConfig:
 
 @dataclass
 class MFCRunConfig(BaseRunConfig):
-    experiment: str = "mfc_coreset"
     dataset: str = "digits"
     epochs: int = 20
     method: str = "mcs"

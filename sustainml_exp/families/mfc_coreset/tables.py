@@ -6,14 +6,14 @@ per class with adversarial training, mean ± std over seeds, next to the publish
 Figures 3/4: test, linf-robust and l2-robust PGD accuracy vs k, one panel per training mode (MLP on MNIST, ConvNet
 on CIFAR10); every other (dataset, model) pair with runs gets the same figure as ``figure_k_<dataset>_<model>``.
 
-Runs that differ in a knob that changes what is computed are never pooled: every table section and figure panel
-fixes the knobs it does not vary at their most common value (the paper's setting on ties) and says so in a note.
+Which runs pool into a row or a point is tables/rows.py's rule: every table section and figure panel fixes the knobs it
+does not vary at their most common combination (the paper's setting on ties) and says so in a note; k means nothing
+for the full training set, so a full run's k is not applicable there.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -36,7 +36,7 @@ from sustainml_exp.families.mfc_coreset.config import (
     eps_l2_from_linf,
     input_dim,
 )
-from sustainml_exp.results import atomic_write_text
+from sustainml_exp.results import RunRecord, atomic_write_text
 from sustainml_exp.tables.cost import RUN_COSTS, SELECT, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
@@ -49,9 +49,19 @@ from sustainml_exp.tables.render import (
     mean_std,
     numeric,
     save_figure,
-    seed_note,
     tie_order,
     write_table_files,
+)
+from sustainml_exp.tables.rows import (
+    dataset_order,
+    excluded_note,
+    knob_values,
+    left_out_note,
+    matching,
+    modal_setting,
+    seed_note,
+    settings_text,
+    split_runs,
 )
 
 __all__ = ["PAPER_TABLE1", "write_tables"]
@@ -124,44 +134,6 @@ def _preferred(dataset: str) -> dict[str, Any]:
     return preferred
 
 
-def _knob_values(rows: pd.DataFrame, knob: str) -> list[Any]:
-    return [knob_value(v) for v in rows[knob]] if knob in rows.columns else [None] * len(rows)
-
-
-def _modal_setting(rows: pd.DataFrame, knobs: Iterable[str],
-                   preferred: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The most common combination of the knob values (the one closest to ``preferred``, knob by knob in order, on
-    ties) and the rows at it. Whole combinations are counted, not one knob at a time: a sweep over k and training
-    modes (the figures' runs) then cannot outvote Table 1's many methods at one setting knob by knob. k is counted
-    on budgeted runs only and never filters method=full, for which it means nothing."""
-    knobs = [k for k in knobs if k in rows.columns]
-    if rows.empty or not knobs:
-        return rows, {}
-    budgeted = (rows["method"] != "full").to_numpy()
-    if budgeted.any():
-        basis = rows[budgeted]
-    else:
-        basis, knobs = rows, [k for k in knobs if k != "k"]
-    combos = Counter(zip(*(_knob_values(basis, k) for k in knobs)))
-    top = max(combos.values())
-    tied = [c for c, n in combos.items() if n == top]
-    best = min(tied, key=lambda c: tuple((v != preferred.get(k), tie_order(v)) for k, v in zip(knobs, c)))
-    chosen = dict(zip(knobs, best))
-    return _matching(rows, chosen), chosen
-
-
-def _matching(rows: pd.DataFrame, chosen: dict[str, Any], *, skip: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows at every chosen knob value except those in ``skip`` (k never filters method=full)."""
-    keep = np.ones(len(rows), dtype=bool)
-    for knob, value in chosen.items():
-        if knob in skip:
-            continue
-        values = _knob_values(rows, knob)
-        keep &= np.array([v == value or (knob == "k" and m == "full") for v, m in zip(values, rows["method"])],
-                         dtype=bool)
-    return rows[keep]
-
-
 def _fmt_value(knob: str, value: Any) -> str:
     if isinstance(value, float):
         if knob == "eps_linf" and abs(value * 255 - round(value * 255)) < 1e-6 and round(value * 255) > 0:
@@ -171,7 +143,7 @@ def _fmt_value(knob: str, value: Any) -> str:
 
 
 def _settings(chosen: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt_value(k, v)}" for k, v in chosen.items() if v is not None)
+    return settings_text(chosen, _fmt_value)
 
 
 def _variant_label(label: str, variant: tuple[Any, ...]) -> str:
@@ -182,49 +154,19 @@ def _variant_label(label: str, variant: tuple[Any, ...]) -> str:
 def _variants(rows: pd.DataFrame, chosen: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The (weighted, generalized) combinations of ``rows`` other than the chosen one, in a stable order."""
     base = tuple(chosen.get(k) for k in VARIANT_KNOBS)
-    combos = set(zip(*(_knob_values(rows, k) for k in VARIANT_KNOBS))) if len(rows) else set()
+    combos = set(zip(*(knob_values(rows, k) for k in VARIANT_KNOBS))) if len(rows) else set()
     return sorted((c for c in combos if c != base), key=lambda c: tuple(tie_order(v) for v in c))
 
 
 def _of_variant(rows: pd.DataFrame, variant: tuple[Any, ...]) -> pd.DataFrame:
     keep = np.ones(len(rows), dtype=bool)
     for knob, value in zip(VARIANT_KNOBS, variant):
-        keep &= np.array([v == value for v in _knob_values(rows, knob)], dtype=bool)
+        keep &= np.array([v == value for v in knob_values(rows, knob)], dtype=bool)
     return rows[keep]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rows
-
-def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if frame.empty or "status" not in frame.columns or "dataset" not in frame.columns \
-            or "method" not in frame.columns:
-        return frame.iloc[0:0]
-    ok = frame[frame["status"].astype(str) == "ok"].copy()
-    for column in ("dataset", "method"):
-        ok[column] = ok[column].astype(str)
-    return ok
-
-
-def _not_ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    if "status" not in frame.columns:
-        return frame
-    return frame[frame["status"].astype(str) != "ok"]
-
-
-def _excluded_note(not_ok: pd.DataFrame) -> list[str]:
-    """How many runs did not finish (failed, oom, ...), by status; nothing when all did."""
-    if not_ok.empty:
-        return []
-    statuses = Counter(str(s) for s in not_ok["status"]) if "status" in not_ok.columns else Counter()
-    detail = ", ".join(f"{c} {s}" for s, c in sorted(statuses.items()))
-    return [f"{len(not_ok)} run(s) with status other than ok are excluded" + (f" ({detail})." if detail else ".")]
-
-
-def _dataset_order(datasets: Iterable[str]) -> list[str]:
-    present = set(datasets)
-    return [d for d in DATASET_ORDER if d in present] + sorted(present - set(DATASET_ORDER))
-
 
 def _method_order(methods: Iterable[str], first: Sequence[str]) -> list[str]:
     present = set(methods)
@@ -239,7 +181,7 @@ def _label(method: str) -> str:
 def _protocol_label(label: str, runs: pd.DataFrame) -> str:
     """The label of a condensation method's row, naming its protocol when it is not the published one (the
     embedded digits' short protocol, a command-line change, or a precomputed file)."""
-    protocols = sorted({v for v in _knob_values(runs, "condense_protocol") if v not in (None, "published")})
+    protocols = sorted({v for v in knob_values(runs, "condense_protocol") if v not in (None, "published")})
     return f"{label} [{'/'.join(protocols)} protocol]" if protocols else label
 
 
@@ -283,13 +225,13 @@ def _table1_row(label: str, runs: pd.DataFrame, rob_column: str, paper: Publishe
 def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
     paper = PAPER_TABLE1.get(dataset, {})
     all_rows = rows
-    adversarial = [t not in (None, "standard") for t in _knob_values(rows, "train")]
+    adversarial = [t not in (None, "standard") for t in knob_values(rows, "train")]
     if any(adversarial) and not all(adversarial):
         # Table 1 is about adversarial training: standard-trained runs (Figures 3/4) never set its setting.
         rows = rows[adversarial]
-    chosen_rows, chosen = _modal_setting(rows, TABLE1_KNOBS, _preferred(dataset))
+    chosen_rows, chosen = modal_setting(rows, TABLE1_KNOBS, _preferred(dataset))
     # Runs at the chosen setting except for weighted / generalized: shown as variant rows.
-    same_setting = _matching(rows, chosen, skip=VARIANT_KNOBS)
+    same_setting = matching(rows, chosen, skip=VARIANT_KNOBS)
     rob_column, rob_note = _rob_column(same_setting, chosen.get("norm"))
     present = set(rows["method"])
     methods = [*PAPER_METHODS, *_method_order(present - set(PAPER_METHODS), EXTRA_METHODS)]
@@ -319,8 +261,7 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
         notes.insert(1, "Differs from the paper's Table 1 setting: " + ", ".join(differs) + ".")
     shown = len(chosen_rows) + sum(len(_of_variant(same_setting, v)) for v in _variants(same_setting, chosen))
     if len(all_rows) > shown:
-        notes.append(f"{len(all_rows) - shown} run(s) at other settings (other k, model, training mode, ...) are "
-                     "not included.")
+        notes += left_out_note(len(all_rows) - shown, " (other k, model, training mode, ...)")
     if rob_note:
         notes.append(rob_note)
     if no_rob:
@@ -363,7 +304,7 @@ def _mcs_covering_note(runs: pd.DataFrame) -> list[str]:
     return [f"MCS covering: status {worst}; certified gap of eta (eta - proven lower bound) / eta {gaps}{over}."]
 
 
-def _table1_notes(excluded: list[str]) -> list[str]:
+def _table1_notes() -> list[str]:
     return [
         "STD: clean test accuracy; ROB: worst case per test image of APGD-CE and APGD-DLR (AutoAttack-style, "
         "rob_acc_aa) at the dataset's eps under the section's norm; both in %, mean ± sample std (ddof=1) over the "
@@ -377,20 +318,17 @@ def _table1_notes(excluded: list[str]) -> list[str]:
         cost_note(MFC_COSTS),
         f"Paper columns: the paper's Table 1 (k = 50, ResNet18), mean ± std over its 3 repeats; '{DASH}' where the "
         "deliverable prints no result.",
-        *excluded,
     ]
 
 
 def _write_table1(ok: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[Path]:
-    sections = [_table1_section(ds, ok[ok["dataset"] == ds]) for ds in _dataset_order(ok["dataset"])] \
+    sections = [_table1_section(ds, ok[ok["dataset"] == ds]) for ds in dataset_order(ok["dataset"], DATASET_ORDER)] \
         if not ok.empty else []
-    message = "No mfc_coreset runs with status ok were recorded, so Table 1 has nothing to show."
-    if excluded:
-        message += " " + " ".join(excluded)
     return write_table_files(
-        out_dir / "table1", TABLE1_TITLE, sections, _table1_notes(excluded),
+        out_dir / "table1", TABLE1_TITLE, sections, _table1_notes(),
         columns=TABLE1_COLUMNS, lead_columns=1, paper_group=PAPER1_GROUP, paper_columns=PAPER1_COLUMNS,
-        empty_message=message)
+        empty_message="No mfc_coreset runs with status ok were recorded, so Table 1 has nothing to show.",
+        excluded=excluded)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -424,8 +362,8 @@ class Curve:
 def _panel(rows: pd.DataFrame, dataset: str) -> tuple[list[Curve], list[Curve], list[str]]:
     """The curves of one training mode: one per method and weighted / generalized variant; the full-data points
     (one per variant); and the panel's notes."""
-    chosen_rows, chosen = _modal_setting(rows, FIGURE_KNOBS, _preferred(dataset))
-    same_setting = _matching(rows, chosen, skip=VARIANT_KNOBS)
+    chosen_rows, chosen = modal_setting(rows, FIGURE_KNOBS, _preferred(dataset))
+    same_setting = matching(rows, chosen, skip=VARIANT_KNOBS)
     curves: list[Curve] = []
     fulls: list[Curve] = []
     notes = [f"Setting: {_settings(chosen)}." if chosen else "Setting: no knob columns recorded."]
@@ -443,13 +381,12 @@ def _panel(rows: pd.DataFrame, dataset: str) -> tuple[list[Curve], list[Curve], 
                 fulls.append(Curve(label, {FULL: runs}))
                 notes += seed_note(label, runs)
                 continue
-            ks = _knob_values(runs, "k")
+            ks = knob_values(runs, "k")
             points = {k: runs[[v == k for v in ks]] for k in sorted({k for k in ks if k is not None}, key=tie_order)}
             curves.append(Curve(label, points))
             for k, point in points.items():
                 notes += seed_note(f"{label} k={k}", point)
-    if len(rows) > shown:
-        notes.append(f"{len(rows) - shown} run(s) at other settings are not included.")
+    notes += left_out_note(len(rows) - shown)
     return curves, fulls, notes
 
 
@@ -571,7 +508,7 @@ def _figure_notes(spec: KFigure, png: str, missing_panels: list[str], excluded: 
 def _write_figure(spec: KFigure, rows: pd.DataFrame, excluded: list[str], out_dir: Path) -> list[Path]:
     stem = out_dir / spec.stem
     md_path, tex_path, png_path = stem.with_suffix(".md"), stem.with_suffix(".tex"), stem.with_suffix(".png")
-    trains = _knob_values(rows, "train")
+    trains = knob_values(rows, "train")
     panels: dict[str, tuple[list[Curve], list[Curve]]] = {}
     sections: list[Section] = []
     missing: list[str] = []
@@ -609,10 +546,10 @@ def _write_figure(spec: KFigure, rows: pd.DataFrame, excluded: list[str], out_di
 
 
 def _write_figures(ok: pd.DataFrame, not_ok: pd.DataFrame, out_dir: Path) -> list[Path]:
-    models = _knob_values(ok, "model")
+    models = knob_values(ok, "model")
     pairs = {(d, m) for d, m in zip(ok["dataset"], models) if m is not None} if not ok.empty else set()
     specs = list(PAPER_FIGURES)
-    for dataset in _dataset_order(d for d, _ in pairs):
+    for dataset in dataset_order((d for d, _ in pairs), DATASET_ORDER):
         for model in sorted(m for d, m in pairs if d == dataset):
             if all((f.dataset, f.model) != (dataset, model) for f in PAPER_FIGURES):
                 specs.append(KFigure(f"figure_k_{dataset}_{model}", dataset, model,
@@ -623,20 +560,21 @@ def _write_figures(ok: pd.DataFrame, not_ok: pd.DataFrame, out_dir: Path) -> lis
             if not ok.empty else ok
         # Count only the unfinished runs of this figure's dataset and model.
         of_figure = not_ok[[d == spec.dataset and m == spec.model for d, m in
-                            zip(_knob_values(not_ok, "dataset"), _knob_values(not_ok, "model"))]]
-        written += _write_figure(spec, rows, _excluded_note(of_figure), out_dir)
+                            zip(knob_values(not_ok, "dataset"), knob_values(not_ok, "model"))]]
+        written += _write_figure(spec, rows, excluded_note(of_figure), out_dir)
     return written
 
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_tables(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, records: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """Write table1.md/.tex, figure3 and figure4 (.png when they have runs, .md/.tex always) and
     figure_k_<dataset>_<model>.png/.md/.tex for every other (dataset, model) with runs into ``out_dir``; return the
     written paths. Only rows with status 'ok' count; ``records`` is not needed (the frame has every column)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ok = _ok_rows(frame)
-    not_ok = _not_ok_rows(frame)
-    written = _write_table1(ok, _excluded_note(not_ok), out_dir)
+    ok, not_ok = split_runs(frame)
+    if "k" in ok.columns:
+        ok["k"] = ok["k"].astype(object).where(ok["method"] != FULL, None)
+    written = _write_table1(ok, excluded_note(not_ok), out_dir)
     return written + _write_figures(ok, not_ok, out_dir)

@@ -20,6 +20,7 @@ from sustainml_exp.families.mfc_coreset.evaluate import evaluate_robustness
 from sustainml_exp.families.mfc_coreset.generalized import class_covering_radii
 from sustainml_exp.families.mfc_coreset.models import ImageClassifier, build_model, n_trainable_params
 from sustainml_exp.families.mfc_coreset.selection import SelectionResult, make_selector
+from sustainml_exp.family import RunContext
 from sustainml_exp.peak_memory import PeakMemory
 
 log = logging.getLogger("sustainml_exp")
@@ -36,7 +37,8 @@ def loss_weights(selection: SelectionResult, cfg: MFCRunConfig, n: int) -> torch
 
 
 def train_classifier(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
-                     cfg: MFCRunConfig, eps: float, ctx, radii: torch.Tensor | None = None) -> dict[str, float]:
+                     cfg: MFCRunConfig, eps: float, ctx: RunContext,
+                     radii: torch.Tensor | None = None) -> dict[str, float]:
     """SGD for cfg.epochs on (x, y); adversarial examples from PGD in the training norm when train != standard.
 
     With ``radii`` (one covering radius per image: generalized=true) each image is attacked over
@@ -52,7 +54,7 @@ def train_classifier(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, w
     norm = {"pgd_linf": "linf", "pgd_l2": "l2"}.get(cfg.train)
     train_s = 0.0
     last_loss = float("nan")
-    progress = ctx.make_progress(cfg.epochs, f"{cfg.experiment}[{cfg.method}]")
+    progress = ctx.make_progress(cfg.epochs, cfg.method)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -110,7 +112,7 @@ def _scalar_info(info: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in info.items() if isinstance(value, (bool, int, float, str))}
 
 
-def run(cfg: MFCRunConfig, ctx) -> dict[str, Any]:
+def run(cfg: MFCRunConfig, ctx: RunContext) -> dict[str, Any]:
     data: ImageDataset = load_image_dataset(cfg.dataset, Path(cfg.data_dir), cfg.download)
     log.info("%s on %s: %d training, %d test images (%s)", cfg.method, cfg.dataset, len(data.train.y),
              len(data.test_y), data.source)

@@ -5,26 +5,13 @@ from __future__ import annotations
 import importlib
 
 from sustainml_exp.errors import ConfigError
-from sustainml_exp.families.mfc_coreset.config import MFCRunConfig
+from sustainml_exp.families.mfc_coreset.config import CONDENSATION_METHODS, CORESET_METHODS, MFCRunConfig
 from sustainml_exp.families.mfc_coreset.data import TrainSet
 from sustainml_exp.families.mfc_coreset.selection.base import SelectionResult, Selector
 
 __all__ = ["SELECTORS", "SelectionResult", "Selector", "TrainSet", "make_selector"]
 
-# method name -> "module:class" under this package.
-SELECTORS: dict[str, str] = {
-    "full": "full:FullSelector",
-    "rand": "rand:RandomSelector",
-    "mcs": "mcs:MCSSelector",
-    "kcenter": "kcenter:KCenterSelector",
-    "herding": "herding:HerdingSelector",
-    "craig": "craig:CraigSelector",
-    "gradmatch": "gradmatch:GradMatchSelector",
-    "submod": "submod:SubmodSelector",
-    "dm": "dm:DMSelector",
-    "gm": "gm:GMSelector",
-    "tm": "tm:TMSelector",
-}
+SELECTORS: dict[str, str] = {**CORESET_METHODS, **CONDENSATION_METHODS}
 
 
 def make_selector(cfg: MFCRunConfig, device: str = "cpu") -> Selector:

@@ -1,10 +1,11 @@
-"""``sml-tables [--results-dir DIR] [--experiment NAME ...]``.
+"""``sml-tables [--results-dir DIR] [--family NAME ...]``: merge run records into per-family CSVs and regenerate each
+family's tables and figures.
 
-Reads only the run records under ``<results_dir>/runs/<experiment>/``; writes ``<results_dir>/<experiment>.csv``
-and the family's tables/figures under ``<results_dir>/tables/``. A record it cannot read or place (damaged JSON,
-missing fields, another experiment's record, an unknown status) is skipped with a one-line warning naming the file
-and the reason; every table is still built from the other records. Exit status: 0 when everything asked for was
-built, 1 when an experiment's tables failed or nothing could be built, 2 for bad arguments.
+Reads only the run records under ``<results_dir>/runs/<family>/``; writes ``<results_dir>/<family>.csv`` and the
+family's tables/figures under ``<results_dir>/tables/``. A record it cannot read or place (damaged JSON, missing
+fields, another family's record, an unknown status) is skipped with a one-line warning naming the file and the
+reason; every table is still built from the other records. Exit status: 0 when everything asked for was built, 1
+when a family's tables failed or nothing could be built, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from sustainml_exp.errors import UserError
-from sustainml_exp.registry import FAMILIES, get_family
+from sustainml_exp.registry import families, get_family
 from sustainml_exp.results import merge_records, scan_records
 
 PROG = "sml-tables"
@@ -23,9 +24,10 @@ PROG = "sml-tables"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", type=Path, default=Path("./results"),
-                        help="folder holding runs/<experiment>/*.json (default: ./results)")
-    parser.add_argument("--experiment", action="append", choices=sorted(FAMILIES),
-                        help="experiment(s) to merge; default: every experiment that has records")
+                        help="folder holding runs/<family>/*.json (default: ./results)")
+    parser.add_argument("--family", "--experiment", dest="families", action="append", metavar="FAMILY",
+                        help="family (or families) to merge; default: every family that has records "
+                             "(--experiment: its former name)")
     return parser
 
 
@@ -33,40 +35,43 @@ def _warn(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
-def _experiments_with_records(runs_dir: Path) -> list[str]:
-    """The experiment folders under ``runs_dir``; anything else there is named in a warning."""
+def _families_with_records(runs_dir: Path) -> list[str]:
+    """The family folders under ``runs_dir``; anything else there is named in a warning."""
+    known = families()
     names = []
     for path in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
         if path.name.startswith("."):
             continue
-        if path.is_dir() and path.name in FAMILIES:
+        if path.is_dir() and path.name in known:
             names.append(path.name)
         elif path.is_dir():
-            _warn(f"skipped {path}/: not an experiment folder (experiments: {', '.join(sorted(FAMILIES))})")
+            _warn(f"skipped {path}/: not a family folder (families: {', '.join(sorted(known))})")
         elif path.suffix == ".json":
-            _warn(f"skipped {path}: not in an experiment folder (records go to runs/<experiment>/)")
+            _warn(f"skipped {path}: not in a family folder (records go to runs/<family>/)")
     if not names:
         raise UserError(f"no run records under {runs_dir}; run sml-run first (records go to "
-                        "<results_dir>/runs/<experiment>/)")
+                        "<results_dir>/runs/<family>/)")
     return names
 
 
-def build(results_dir: Path, experiments: list[str] | None = None) -> tuple[list[Path], list[str]]:
-    """Merge and tabulate each experiment; return (files written, experiments whose tables raised).
+def build(results_dir: Path, names: list[str] | None = None) -> tuple[list[Path], list[str]]:
+    """Merge and tabulate each family; return (files written, families whose tables raised).
 
-    An experiment whose every record was skipped keeps its earlier CSV and tables; one with no record file yet (a
-    sweep that has just started) gets empty ones."""
+    A family whose every record was skipped keeps its earlier CSV and tables; one with no record file yet (a sweep
+    that has just started) gets empty ones."""
     runs_dir = results_dir / "runs"
-    if experiments is None:
-        experiments = _experiments_with_records(runs_dir)
-    present = [name for name in sorted(FAMILIES) if (runs_dir / name).is_dir()]
-    for name in experiments:
+    for name in names or []:
+        get_family(name)  # an unknown name is one line with the allowed ones
+    if names is None:
+        names = _families_with_records(runs_dir)
+    present = [name for name in sorted(families()) if (runs_dir / name).is_dir()]
+    for name in names:
         if name not in present:
-            raise UserError(f"--experiment {name}: {runs_dir / name} does not exist, so it has no records; "
-                            f"experiments with records here: {', '.join(present) or 'none'}")
+            raise UserError(f"--family {name}: {runs_dir / name} does not exist, so it has no records; "
+                            f"families with records here: {', '.join(present) or 'none'}")
     written: list[Path] = []
     failed: list[str] = []
-    for name in experiments:
+    for name in names:
         records, skipped = scan_records(results_dir, name)
         for path, reason in skipped:
             _warn(f"skipped {path}: {reason}")
@@ -87,7 +92,7 @@ def build(results_dir: Path, experiments: list[str] | None = None) -> tuple[list
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        written, failed = build(args.results_dir, args.experiment)
+        written, failed = build(args.results_dir, args.families)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
