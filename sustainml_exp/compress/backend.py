@@ -1,9 +1,10 @@
-"""Which implementation packs and unpacks compressed activations: the pure-torch reference or the Triton kernels.
+"""Which implementation packs and unpacks compressed activations: the pure-torch reference (eager, or compiled by
+torch.compile into fused CPU loops) or the Triton kernels.
 
-Both backends produce the same bit layout (``sustainml_kernels.quant_ref`` defines it), so a tensor packed by one
-can be unpacked by the other. ``resolve_backend`` turns the user's choice (auto | torch | triton) into a
-``Backend`` for the device of the tensors at hand. The Triton modules are imported only when asked for, so the
-torch backend works where Triton or the kernel modules are missing.
+All backends produce the same bit layout (``sustainml_kernels.quant_ref`` defines it), so a tensor packed by one
+can be unpacked by another. ``resolve_backend`` turns the user's choice (auto | torch | torch-compiled | triton) into
+a ``Backend`` for the device of the tensors at hand. The Triton and compiled modules are imported only when asked
+for, so the torch backend works where Triton, a C++ compiler or the kernel modules are missing.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from sustainml_kernels.quant_ref import (
     unpack_mask_ref,
 )
 
-__all__ = ["COMPRESS_BACKENDS", "Backend", "resolve_backend", "triton_usable"]
+__all__ = ["COMPILE_MIN_VALUES", "COMPRESS_BACKENDS", "Backend", "Workload", "resolve_backend", "triton_usable"]
 
 log = logging.getLogger("sustainml_exp")
+
+# auto compiles the torch backend on CPU only for runs whose largest compressed tensor has at least this many values:
+# compiling takes tens of seconds (seconds with inductor's on-disk cache), which a 3,000-node graph never earns back
+# and an arxiv-sized one (21.7M values per hidden activation) earns back in its first epoch.
+COMPILE_MIN_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -162,26 +168,54 @@ def _mismatch(name: str, got: Any, want: Any) -> str | None:
     return None
 
 
+# quantize_pack arguments (bits, group_size, vm_a, fp32_tail) a self-check runs: awkward ones by default (ragged
+# groups, VM, 4-bit); a run passes the ones it will use (``Workload``), so that a compiled backend is checked, and
+# compiled, exactly where it will run.
+QuantArgs = tuple[int, int, "float | None", bool]
+_SELF_CHECK_QUANT_ARGS: tuple[QuantArgs, ...] = ((2, 96, None, False), (2, 96, 1.1, True), (4, 24, None, False))
+_SELF_CHECK_DROPOUT_P = 0.3
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run will compress: its largest compressed tensor (values) and the quantize_pack arguments and dropout
+    probability it will use. ``resolve_backend`` checks a backend on exactly these, and auto picks by size."""
+
+    largest_values: int
+    quant_args: tuple[QuantArgs, ...]
+    dropout_p: float
+
+
 @lru_cache(maxsize=16)
-def _self_check(backend: Backend, device_type: str, device_index: int | None) -> str | None:
-    """None when ``backend`` reproduces the torch reference byte for byte on a small awkward tensor on this
-    device, else why not. Kernels that compile but compute differently on some GPU would otherwise corrupt a
-    whole training run silently; this costs a few milliseconds once per process and device."""
+def _self_check(backend: Backend, device_type: str, device_index: int | None,
+                quant_args: tuple[QuantArgs, ...] = _SELF_CHECK_QUANT_ARGS,
+                dropout_p: float = _SELF_CHECK_DROPOUT_P) -> str | None:
+    """None when ``backend`` reproduces the torch reference byte for byte on small awkward tensors on this device,
+    else why not. Kernels that compile but compute differently on some GPU or compiler would otherwise corrupt a
+    whole training run silently; this costs milliseconds once per process and device (plus, for the compiled
+    backend, the compilation the run needs anyway)."""
     device = torch.device(device_type, device_index)
     try:
-        x = torch.randn(37, 24, generator=torch.Generator().manual_seed(0)).to(device)
-        for args in ((2, 96, 7, None, False), (2, 96, 7, 1.1, True), (4, 24, 8, None, False)):
+        generator = torch.Generator().manual_seed(0)
+        for bits, group_size, vm_a, fp32_tail in quant_args:
+            # Two full groups and a ragged rest: the layout's three cases.
+            x = torch.randn(2 * group_size + 13, generator=generator).to(device)
+            args = (bits, group_size, 7, vm_a, fp32_tail)
             got, want = backend.quantize_pack(x, *args), quantize_pack_ref(x, *args)
             problem = _mismatch(f"quantize_pack{args}", tuple(got), tuple(want))
             if problem is None:
                 problem = _mismatch("unpack_dequantize",
-                                    backend.unpack_dequantize(*got, tuple(x.shape), args[0], args[1], args[3]),
-                                    unpack_dequantize_ref(*want, tuple(x.shape), args[0], args[1], args[3]))
+                                    backend.unpack_dequantize(*got, tuple(x.shape), bits, group_size, vm_a),
+                                    unpack_dequantize_ref(*want, tuple(x.shape), bits, group_size, vm_a))
             if problem:
                 return problem
+        x = torch.randn(37, 24, generator=generator).to(device)
+        mask = pack_mask_ref(x > 0.5)
+        scale = dropout_scale(dropout_p)
         checks = (("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
-                  ("dropout_pack", backend.dropout_pack(x, 0.3, 5), _dropout_pack_torch(x, 0.3, 5)),
-                  ("dropout_apply", backend.dropout_apply(x, 0.3, 5), _dropout_apply_torch(x, 0.3, 5)))
+                  ("dropout_pack", backend.dropout_pack(x, dropout_p, 5), _dropout_pack_torch(x, dropout_p, 5)),
+                  ("dropout_apply", backend.dropout_apply(x, dropout_p, 5), _dropout_apply_torch(x, dropout_p, 5)),
+                  ("masked_scale", backend.masked_scale(x, mask, scale), _masked_scale_torch(x, mask, scale)))
         if backend.project_quantize_pack is not None:
             proj_args = (5, 11, 2, 20, 3)  # r, proj_seed, bits, group_size, seed: a ragged last group
             checks += (("project_quantize_pack", tuple(backend.project_quantize_pack(x, *proj_args)),
@@ -194,29 +228,64 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None) ->
     return None
 
 
-def resolve_backend(name: str, device: torch.device | str) -> Backend:
-    """The backend for tensors on ``device``: auto = triton on CUDA when it is usable and passes its one-time
-    self-check against the torch reference, else torch (with a warning when the self-check failed).
+def _checked(backend: Backend, device: torch.device, workload: Workload | None) -> str | None:
+    if workload is None:
+        return _self_check(backend, device.type, device.index)
+    return _self_check(backend, device.type, device.index, workload.quant_args, workload.dropout_p)
 
-    Raises ValueError (one line) for an unknown name, or for ``triton`` where the kernels cannot run or do not
+
+@lru_cache(maxsize=1)
+def _compiled_backend() -> Backend:
+    from sustainml_exp.compress.compiled import COMPILED_BACKEND
+
+    return COMPILED_BACKEND
+
+
+def resolve_backend(name: str, device: torch.device | str, workload: Workload | None = None) -> Backend:
+    """The backend for tensors on ``device``.
+
+    auto: triton on CUDA when it is usable and passes its one-time self-check against the torch reference; on CPU
+    the compiled torch backend when ``workload`` says the tensors are large enough for compiling to pay
+    (``COMPILE_MIN_VALUES``) and it passes its self-check on the workload's arguments; else torch, with a warning
+    when a self-check failed. torch-compiled (CPU only) is self-checked when a ``workload`` is given.
+
+    Raises ValueError (one line) for an unknown name, or for an explicit backend that cannot run here or does not
     reproduce the reference."""
     if name not in COMPRESS_BACKENDS:
         raise ValueError(f"compress_backend={name!r} is not allowed; allowed: {', '.join(COMPRESS_BACKENDS)}")
     if name == "torch":
         return TORCH_BACKEND
     device = torch.device(device)
+    if name == "torch-compiled":
+        if device.type != "cpu":
+            raise ValueError(f"compress_backend=torch-compiled compiles the reference for CPU tensors, got "
+                             f"{device.type} tensors; allowed here: auto, torch, triton")
+        compiled = _compiled_backend()
+        if workload is not None and (problem := _checked(compiled, device, workload)) is not None:
+            raise ValueError(f"compress_backend=torch-compiled fails its self-check ({problem}); "
+                             "allowed here: auto, torch")
+        return compiled
     if name == "auto":
+        if device.type == "cpu":
+            if workload is None or workload.largest_values < COMPILE_MIN_VALUES:
+                return TORCH_BACKEND
+            compiled = _compiled_backend()
+            problem = _checked(compiled, device, workload)
+            if problem is None:
+                return compiled
+            _warn_fallback("torch-compiled", problem)
+            return TORCH_BACKEND
         if device.type != "cuda" or not triton_usable(device):
             return TORCH_BACKEND
         triton = _triton_backend()
-        problem = _self_check(triton, device.type, device.index)
+        problem = _checked(triton, device, workload)
         if problem is None:
             return triton
-        _warn_fallback(problem)
+        _warn_fallback("triton", problem)
         return TORCH_BACKEND
     if triton_usable(device):
         triton = _triton_backend()
-        problem = _self_check(triton, device.type, device.index)
+        problem = _checked(triton, device, workload)
         if problem is not None:
             raise ValueError(f"compress_backend=triton: the kernels fail their self-check on {device} ({problem}); "
                              "allowed here: auto, torch")
@@ -230,6 +299,6 @@ def resolve_backend(name: str, device: torch.device | str) -> Backend:
 
 
 @lru_cache(maxsize=16)
-def _warn_fallback(problem: str) -> None:
-    log.warning("compress_backend=auto: the Triton kernels fail their self-check (%s); using the torch "
-                "reference instead", problem)
+def _warn_fallback(backend: str, problem: str) -> None:
+    log.warning("compress_backend=auto: %s fails its self-check (%s); using the torch reference instead", backend,
+                problem)

@@ -12,12 +12,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.profiler import record_function
 
 from sustainml_exp.compress.backend import resolve_backend
 from sustainml_exp.compress.vm import optimal_inner_level
 from sustainml_kernels.quant_ref import rademacher_ref
 
 __all__ = [
+    "DEQUANTIZE_LABEL",
+    "QUANTIZE_LABEL",
     "QUANTIZE_BITS",
     "QMeta",
     "QTensor",
@@ -30,6 +33,9 @@ __all__ = [
 ]
 
 QUANTIZE_BITS = (2, 4, 8)
+# torch.profiler ranges around every (de)quantization, so a profile can attribute their time (bench_gnn --profile).
+QUANTIZE_LABEL = "quantize/pack"
+DEQUANTIZE_LABEL = "dequantize"
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ def quantize(x: torch.Tensor, bits: int, group_size: int, *, vm: bool = False, s
     (auto | torch | triton, see ``resolve_backend``) picks the implementation; the bytes are the same.
     """
     vm_a = _check_quantize_args(x, bits, group_size, vm)
-    with torch.no_grad():
+    with torch.no_grad(), record_function(QUANTIZE_LABEL):
         packed = resolve_backend(backend, x.device).quantize_pack(x, bits, group_size, seed, vm_a, fp32_tail)
     return QTensor(packed.payload, packed.mins, packed.ranges, packed.tail, tuple(x.shape), bits, group_size, vm_a,
                    seed)
@@ -128,7 +134,7 @@ def project_quantize(x2d: torch.Tensor, kept_dim: int, proj_seed: int, bits: int
     vm_a = _check_quantize_args(x2d, bits, group_size, vm)
     chosen = resolve_backend(backend, x2d.device)
     shape = (x2d.shape[0], kept_dim)
-    with torch.no_grad():
+    with torch.no_grad(), record_function(QUANTIZE_LABEL):
         if chosen.project_quantize_pack is None:
             projected = x2d.to(torch.float32) @ rademacher_ref(proj_seed, x2d.shape[1], kept_dim, device=x2d.device)
             packed = chosen.quantize_pack(projected, bits, group_size, seed, vm_a, fp32_tail)
@@ -139,7 +145,7 @@ def project_quantize(x2d: torch.Tensor, kept_dim: int, proj_seed: int, bits: int
 
 def dequantize(q: QTensor, *, backend: str = "auto") -> torch.Tensor:
     """fp32 tensor of ``q.shape``: code level / B * range + min per value, the fp32 tail copied back."""
-    with torch.no_grad():
+    with torch.no_grad(), record_function(DEQUANTIZE_LABEL):
         return resolve_backend(backend, q.payload.device).unpack_dequantize(
             q.payload, q.mins, q.ranges, q.tail, q.shape, q.bits, q.group_size, q.vm_a)
 
@@ -178,7 +184,7 @@ def dequantize_rows(q: QTensor, row_start: int, row_stop: int, *, backend: str =
     first_group, end_group = start // q.group_size, -(-packed_stop // q.group_size)
     # start is byte-aligned; the last byte may also hold codes of the next rows, which unpacking ignores.
     payload = q.payload[start * q.bits // 8: -(-packed_stop * q.bits // 8)]
-    with torch.no_grad():
+    with torch.no_grad(), record_function(DEQUANTIZE_LABEL):
         return resolve_backend(backend, q.payload.device).unpack_dequantize(
             payload, q.mins[first_group:end_group], q.ranges[first_group:end_group], tail, shape, q.bits,
             q.group_size, q.vm_a)

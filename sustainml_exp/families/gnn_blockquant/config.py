@@ -13,7 +13,7 @@ QUANT_MODES = ("fp32", "exact", "block")
 QUANT_BITS = (2, 4, 8)
 LOSSES = ("ce", "exact_arxiv")
 # Mirrors sustainml_exp.compress.spec.COMPRESS_BACKENDS (importing that package would import torch at start-up).
-COMPRESS_BACKENDS = ("auto", "torch", "triton")
+COMPRESS_BACKENDS = ("auto", "torch", "torch-compiled", "triton")
 
 
 @dataclass
