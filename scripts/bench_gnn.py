@@ -139,11 +139,17 @@ def main() -> None:
                         help="backend of the compressed rows (auto: torch-compiled on a large CPU graph)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one training step per config (torch.profiler, CPU time by category)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated rows to run (default: all); {PYG!r} and {FP32!r} always run")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.configs.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; allowed: {', '.join(CONFIGS)}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     graph = load_graph(args.dataset, Path(args.data_dir), seed=0).to(device)
     runs = {}
-    for name in CONFIGS:
+    for name in [name for name in CONFIGS if name in {PYG, FP32, *chosen}]:
         cfg = make_config(name, args.dataset, args.compress_backend)
         model, backend = build(name, cfg, graph, device)
         act_mb = measure_activation_mb(model, graph, cfg)

@@ -22,6 +22,7 @@ from sustainml_kernels.quant_ref import rademacher_ref, substream_seed
 
 __all__ = [
     "SPMM_LABEL",
+    "compress_linear_input",
     "compressed_batch_norm",
     "compressed_linear",
     "dropout_bitmask",
@@ -63,21 +64,10 @@ class _CompressedLinear(torch.autograd.Function):
         # grad_input reads only the weight, grad_weight only the compressed input, grad_bias nothing.
         saved: list[torch.Tensor | None] = [weight if ctx.needs_input_grad[0] else None]
         if ctx.needs_input_grad[1]:
-            x2d, group_size = x.reshape(-1, in_dim), spec.group_size(kept_dim)
-            if project and not spec.store_rp_matrix:
-                # The projection is regenerated from its seed in backward; a fused backend never writes N x R.
-                q = project_quantize(x2d, kept_dim, projection_seed(seed), spec.bits, group_size, vm=spec.vm,
-                                     seed=seed, fp32_tail=spec.fp32_tail, backend=backend)
-            else:
-                kept = x2d.to(torch.float32)
-                if project:
-                    rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x.device)
-                    kept = kept @ rp
-                    saved.append(rp)
-                    ctx.has_rp = True
-                q = quantize(kept, spec.bits, group_size, vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
-                             backend=backend)
-                del kept
+            q, rp = compress_linear_input(x.reshape(-1, in_dim), spec, seed, backend)
+            if rp is not None:
+                saved.append(rp)
+                ctx.has_rp = True
             saved.extend(q.tensors())
             ctx.qmeta = q.meta()
         ctx.save_for_backward(*saved)
@@ -102,6 +92,27 @@ class _CompressedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum(dim=0)
         return grad_x, grad_w, grad_b, None, None
+
+
+def compress_linear_input(x2d: torch.Tensor, spec: CompressionSpec, seed: int,
+                          backend: str) -> tuple[QTensor, torch.Tensor | None]:
+    """(quantized projection of the N x D input of a linear layer, the D x R projection when the spec stores it).
+
+    The projection (R = spec.projected_dim(D) columns; none when R == D) is drawn from ``projection_seed(seed)``
+    and, unless ``spec.store_rp_matrix``, regenerated from it in backward: a backend with a fused kernel then never
+    writes the N x R projection out."""
+    in_dim = x2d.shape[1]
+    kept_dim = spec.projected_dim(in_dim)
+    group_size = spec.group_size(kept_dim)
+    if kept_dim < in_dim and not spec.store_rp_matrix:
+        return project_quantize(x2d, kept_dim, projection_seed(seed), spec.bits, group_size, vm=spec.vm, seed=seed,
+                                fp32_tail=spec.fp32_tail, backend=backend), None
+    kept, rp = x2d.to(torch.float32), None
+    if kept_dim < in_dim:
+        rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x2d.device)
+        kept = kept @ rp
+    return quantize(kept, spec.bits, group_size, vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
+                    backend=backend), rp
 
 
 def projected_weight_grad(grad_rows: torch.Tensor, q: QTensor, chunk_values: int | None,

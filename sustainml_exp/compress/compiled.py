@@ -39,7 +39,10 @@ _WORD_BITS = 32  # packed codes are built as int32 words (bytes in host order: l
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     # The hash is ~40 integer ops per element; by default inductor would write such an expression to memory (here
     # as int64) before a reduction reads it, instead of fusing it into the loop that packs it.
-    compiled = torch.compile(fn, fullgraph=True, dynamic=None, options={"realize_opcount_threshold": 1000})
+    # Likewise for values read by several loops (BatchNorm's output by the activation and both masks): recomputed,
+    # not stored in a temporary of the activation's size.
+    compiled = torch.compile(fn, fullgraph=True, dynamic=None,
+                             options={"realize_opcount_threshold": 1000, "realize_reads_threshold": 1000})
 
     def call(*args: Any) -> Any:
         for arg in args:  # lengths vary from call to call; one compiled variant serves them all
@@ -139,13 +142,22 @@ def quantize_pack_compiled(x: torch.Tensor, bits: int, group_size: int, seed: in
     return ref.PackedRef(payload, mins.to(torch.bfloat16), ranges.to(torch.bfloat16), tail)
 
 
+def _levels(codes: torch.Tensor, levels: torch.Tensor, uniform: bool) -> torch.Tensor:
+    """``levels[codes]`` (quant_ref.dequant_level_table) without a gather, which would not vectorise: uniform levels
+    are fp32(c * fp32(1 / B)), i.e. one fp32 multiply of the code by levels[1]; VM's four by selection."""
+    if uniform:
+        return codes.to(torch.float32) * levels[1]
+    zero = torch.zeros((), dtype=torch.float32, device=codes.device)
+    return torch.where(codes == 1, levels[1], torch.where(codes == 2, levels[2], torch.where(codes == 3, levels[3],
+                                                                                             zero)))
+
+
 def _dequantize_groups(words: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor, levels: torch.Tensor,
-                       bits: int) -> torch.Tensor:
+                       bits: int, uniform: bool) -> torch.Tensor:
     """fp32 [groups, words per group, codes per word] values of the full groups packed in [groups, words per group]
     ``words``, decoded as quant_ref.unpack_dequantize_ref does (``levels``: its dequant_level_table)."""
-    codes = _unpack_words(words, bits)
-    return levels[codes.to(torch.int64)] * ranges.to(torch.float32)[:, None, None] + mins.to(torch.float32)[:, None,
-                                                                                                              None]
+    level = _levels(_unpack_words(words, bits), levels, uniform)
+    return level * ranges.to(torch.float32)[:, None, None] + mins.to(torch.float32)[:, None, None]
 
 
 _dequantize_groups_compiled = _compile(_dequantize_groups)
@@ -162,7 +174,8 @@ def unpack_dequantize_compiled(payload: torch.Tensor, mins: torch.Tensor, ranges
     if words is None:
         return ref.unpack_dequantize_ref(payload, mins, ranges, tail, shape, bits, group_size, vm_a)
     levels = torch.tensor(ref.dequant_level_table(bits, vm_a), dtype=torch.float32, device=payload.device)
-    out = _dequantize_groups_compiled(words.view(n_full, -1), mins[:n_full], ranges[:n_full], levels, bits).view(-1)
+    out = _dequantize_groups_compiled(words.view(n_full, -1), mins[:n_full], ranges[:n_full], levels, bits,
+                                      vm_a is None).view(-1)
     if n_full * group_size < numel:  # a short group (eager reference steps) or the fp32 tail
         rest = ref.unpack_dequantize_ref(payload[full_bytes:], mins[n_full:], ranges[n_full:], tail,
                                          (numel - n_full * group_size,), bits, group_size, vm_a)
@@ -264,3 +277,170 @@ COMPILED_BACKEND = Backend(
     masked_scale=masked_scale_compiled,
     project_quantize_pack=None,
 )
+
+
+# --------------------------------------------------------------------------------------------- fused activation
+# activation.activation_forward / activation_backward in one and two passes. Layout: an N x D activation viewed as
+# [rows, D / 32, 32], so that each trailing 32 values are one int32 word of a 1-bit mask and `bits` words of codes.
+
+
+def _activation_forward(y: torch.Tensor, bn: tuple[torch.Tensor, ...] | None, keys: torch.Tensor | None,
+                        threshold: torch.Tensor | None, scale: torch.Tensor | None,
+                        store_keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(dropout(relu(bn(y))), ReLU mask words, dropout mask words). Not in place: overwriting y would make inductor
+    keep bn(y) in a temporary of y's size for the mask loops."""
+    from sustainml_exp.compress.activation import bn_apply
+
+    normed = y if bn is None else bn_apply(y, *bn)
+    out = torch.relu(normed)
+    keep_words = None
+    if keys is not None:
+        keep = _dropout_keep(keys, threshold, y.shape, y.device)
+        out = _keep_scaled(out, keep, scale)
+        keep_words = _pack_words(keep, 1) if store_keep else None
+    return out, _pack_words(normed > 0, 1), keep_words
+
+
+_activation_forward_compiled = _compile(_activation_forward)
+
+
+def _word_layout(t: torch.Tensor) -> torch.Tensor | None:
+    """An N x D tensor as [N, D / 32, 32], or None where the fused loops do not apply."""
+    if t.dim() != 2 or t.shape[1] % _WORD_BITS or not t.is_contiguous() or sys.byteorder != "little":
+        return None
+    return t.view(t.shape[0], -1, _WORD_BITS)
+
+
+def _column_view(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, _WORD_BITS)
+
+
+def activation_forward_fused(y: torch.Tensor, bn: Any, p: float, seed: int, lean: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """activation.activation_forward in one pass, or None where the fused loop does not apply."""
+    y3 = _word_layout(y)
+    if y3 is None or y.numel() == 0:
+        return None
+    bn_args = None if bn is None else tuple(_column_view(v) for v in (bn.mean, bn.invstd, bn.weight, bn.bias))
+    keys = threshold = scale = None
+    if p > 0:
+        keys, threshold, scale = _dropout_constants(p, seed, y.device)
+    out, relu_words, keep_words = _activation_forward_compiled(y3, bn_args, keys, threshold, scale, not lean)
+    keep_mask = None if keep_words is None else keep_words.view(torch.uint8).view(-1)
+    return out.view(y.shape), relu_words.view(torch.uint8).view(-1), keep_mask
+
+
+def _mask_grad(g: torch.Tensor, relu_words: torch.Tensor, keep_words: torch.Tensor | None, keys: torch.Tensor | None,
+               threshold: torch.Tensor | None, offset: torch.Tensor | None, scale: torch.Tensor | None) -> torch.Tensor:
+    """The gradient through dropout and ReLU: g where both masks keep the value (times the dropout scale), else 0."""
+    keep = _unpack_words(relu_words, 1) == 1
+    if keep_words is not None:
+        keep = keep & (_unpack_words(keep_words, 1) == 1)
+    elif keys is not None:  # lean: the dropout mask is regenerated from its seed, at the rows' flat offsets
+        idx = offset + torch.arange(g.numel(), dtype=torch.int64, device=g.device).view(g.shape)
+        keep = keep & ((ref._hash_chunk((keys[0], keys[1]), idx) >> 8) >= threshold)
+    return _keep_scaled(g, keep, scale) if scale is not None else torch.where(keep, g, torch.zeros_like(g))
+
+
+def _decode_rows(words: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor, levels: torch.Tensor, bits: int,
+                 uniform: bool) -> torch.Tensor:
+    """[groups, rows, D / 32, 32] values from [groups, rows, D / 32, bits] code words (whole-row groups)."""
+    codes = _unpack_words(words, bits).flatten(-2)
+    return (_levels(codes, levels, uniform) * ranges.to(torch.float32)[:, None, None, None]
+            + mins.to(torch.float32)[:, None, None, None])
+
+
+def _activation_backward_reduce(g: torch.Tensor, relu_words: torch.Tensor, keep_words: torch.Tensor | None,
+                                keys: torch.Tensor | None, threshold: torch.Tensor | None,
+                                offset: torch.Tensor | None, scale: torch.Tensor | None, words: torch.Tensor,
+                                mins: torch.Tensor, ranges: torch.Tensor, levels: torch.Tensor, bits: int,
+                                uniform: bool, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column sums of the masked gradient m and of m * (x - mean). Reads only: writing m over g here would make
+    inductor keep m in a temporary of g's size."""
+    masked = _mask_grad(g, relu_words, keep_words, keys, threshold, offset, scale)
+    centred = _decode_rows(words, mins, ranges, levels, bits, uniform) - mean
+    return masked.sum(dim=(0, 1)), (masked * centred).sum(dim=(0, 1))
+
+
+def _activation_backward_apply(g: torch.Tensor, relu_words: torch.Tensor, keep_words: torch.Tensor | None,
+                               keys: torch.Tensor | None, threshold: torch.Tensor | None,
+                               offset: torch.Tensor | None, scale: torch.Tensor | None, words: torch.Tensor,
+                               mins: torch.Tensor, ranges: torch.Tensor, levels: torch.Tensor, bits: int,
+                               uniform: bool, mean: torch.Tensor, mean_g: torch.Tensor, k: torch.Tensor,
+                               col_scale: torch.Tensor) -> None:
+    """Overwrites ``g`` with the BatchNorm input gradient of its masked self (as activation._batch_norm_backward_
+    after the masks)."""
+    masked = _mask_grad(g, relu_words, keep_words, keys, threshold, offset, scale)
+    centred = _decode_rows(words, mins, ranges, levels, bits, uniform) - mean
+    g.copy_((masked - mean_g - centred * k) * col_scale)
+
+
+_activation_backward_reduce_compiled = _compile(_activation_backward_reduce)
+_activation_backward_apply_compiled = _compile(_activation_backward_apply)
+
+
+def activation_backward_fused(g: torch.Tensor, relu_mask: torch.Tensor, drop_mask: torch.Tensor | None, p: float,
+                              seed: int, lean: bool, bn: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """activation.activation_backward with BatchNorm in two passes, overwriting ``g`` with the gradient of y;
+    returns (grad weight, grad bias), or None (``g`` untouched) where the fused loops do not apply."""
+    from sustainml_exp.compress.activation import bn_backward_coefficients
+
+    if bn is None:
+        return None
+    q = bn.q_input
+    n, d = g.shape
+    group_rows = q.group_size // max(d, 1)
+    g3, relu_words, keep_words = _word_layout(g), _as_words(relu_mask), None
+    if drop_mask is not None:
+        keep_words = _as_words(drop_mask)
+    if (g3 is None or relu_words is None or (drop_mask is not None and keep_words is None) or q.tail is not None
+            or q.shape != (n, d) or q.group_size % d or (d * q.bits) % _WORD_BITS):
+        return None
+    words = _as_words(q.payload)
+    if words is None:
+        return None
+    levels = torch.tensor(ref.dequant_level_table(q.bits, q.vm_a), dtype=torch.float32, device=g.device)
+    keys = threshold = None
+    scale = None
+    if p > 0:
+        keys, threshold, scale = _dropout_constants(p, seed, g.device)
+        if not lean:
+            keys = threshold = None
+    mean = _column_view(bn.mean)
+    # Whole groups, then the short last group (its own static shape): [groups, rows, D / 32, 32] views.
+    full_rows = (n // group_rows) * group_rows
+    blocks = [(0, full_rows, full_rows // group_rows)] if full_rows else []
+    if full_rows < n:
+        blocks.append((full_rows, n, 1))
+    words_per_row = d * q.bits // _WORD_BITS
+    mask_words_per_row = d // _WORD_BITS
+
+    def views(start: int, stop: int, groups: int) -> tuple[Any, ...]:
+        rows = (stop - start) // groups
+        shape = (groups, rows, d // _WORD_BITS)
+        first_group = start // group_rows
+        return (g3[start:stop].view(*shape, _WORD_BITS),
+                relu_words[start * mask_words_per_row: stop * mask_words_per_row].view(shape),
+                None if keep_words is None else keep_words[start * mask_words_per_row:
+                                                           stop * mask_words_per_row].view(shape),
+                words[start * words_per_row: stop * words_per_row].view(*shape, q.bits),
+                q.mins[first_group: first_group + groups], q.ranges[first_group: first_group + groups])
+
+    sum_g = torch.zeros_like(mean)
+    dot = torch.zeros_like(mean)
+    for start, stop, groups in blocks:
+        g4, relu4, keep4, words4, mins, ranges = views(start, stop, groups)
+        offset = None if keys is None else torch.tensor(start * d, dtype=torch.int64, device=g.device)
+        part_sum, part_dot = _activation_backward_reduce_compiled(g4, relu4, keep4, keys, threshold, offset, scale,
+                                                                  words4, mins, ranges, levels, q.bits,
+                                                                  q.vm_a is None, mean)
+        sum_g += part_sum
+        dot += part_dot
+    sum_g, dot = sum_g.view(-1), dot.view(-1)
+    mean_g, k, col_scale = (_column_view(v) for v in bn_backward_coefficients(sum_g, dot, bn, n))
+    for start, stop, groups in blocks:
+        g4, relu4, keep4, words4, mins, ranges = views(start, stop, groups)
+        offset = None if keys is None else torch.tensor(start * d, dtype=torch.int64, device=g.device)
+        _activation_backward_apply_compiled(g4, relu4, keep4, keys, threshold, offset, scale, words4, mins, ranges,
+                                            levels, q.bits, q.vm_a is None, mean, mean_g, k, col_scale)
+    return dot * bn.invstd, sum_g

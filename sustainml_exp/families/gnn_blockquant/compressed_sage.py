@@ -4,20 +4,23 @@ It saves exactly what the per-op functions of ``sustainml_exp.compress`` save (t
 aggregation of every layer, the INT-b BatchNorm input, 1-bit ReLU and dropout masks), with the same seeds, so
 ``act_mem_mb`` is unchanged. Being one Function, it owns every intermediate buffer, which per-op Functions cannot:
 autograd holds each op's incoming gradient until the op returns, and a caller holds each op's input until the next
-op returns. Here every N x D fp32 buffer is freed, or overwritten in place, as soon as its compressed copy exists
-or its last reader is done, so that at most about two of them are alive at any time (T = N x hidden x 4 bytes):
+op returns. Here every N x D fp32 buffer is freed, or overwritten in place, as soon as its compressed copy exists or
+its last reader is done. What is alive when (T = N x hidden x 4 bytes; c = one row chunk, at most T / 8):
 
-    forward, per layer:   layer input + output, the aggregation in row chunks       2 T  (+ one chunk)
-                          BatchNorm input + output; then ReLU and dropout outputs   2 T
-    backward, per layer:  dropout, ReLU masks: gradient in, gradient out            2 T
-                          BatchNorm: gradient updated in place, input dequantized   1 T  (+ one chunk, twice)
-                            in row chunks (its reductions first, then the update)
-                          linears: gradient + its product with W_l; the product     2 T  (+ one chunk)
-                            with W_r written over the gradient row chunk by chunk,
-                            then the aggregation's transpose added in place
-                          (the last layer's gradient is N x classes and engine-held: + that)
+    forward, hidden layer   layer input h + aggregation adj @ h, overwritten by lin_l row chunk by chunk   2 T + c
+                            (the aggregation's projection for its weight gradient: adj @ (h @ P), N x R)
+                            BatchNorm input (quantized first) + activation output                        2 T
+    forward, last layer     h + output and h @ W_l^T (N x classes each: the sparse product runs narrow)      T + ...
+    backward, last layer    autograd's N x classes gradient g + g @ W_r + adj^T @ g (N x classes)           T + ...
+    backward, hidden layer  masks and BatchNorm update the gradient in place (compiled: two passes over it;   T + c
+                            eager: masked copies, then BatchNorm with its input dequantized in row chunks)
+                            g + g @ W_l; g @ W_r written over g by row chunks; adj^T @ (g @ W_l) added in   2 T + c
+                            place
+    evaluation (no autograd, ``sage_conv``): h + aggregation overwritten by the output                      2 T + c
 
-``peak_phase_model`` states this per phase so a peak can be estimated from shapes alone.
+Throughout the backward autograd also holds the N x classes output gradient and the compressed copies (together
+about 0.6 T at hidden 128 and 40 classes), so the training step peaks at about 2.7 T, against about 10.5 T for FP32
+(tests/gnn/test_compressed_sage.py counts the allocator's bytes). bench_gnn.py reports the resident peak per phase.
 """
 
 from __future__ import annotations
@@ -33,51 +36,56 @@ from torch.profiler import record_function
 from sustainml_exp.compress import (
     CompressionSpec,
     QTensor,
-    dequantize_row_chunks,
-    project_quantize,
     projection_seed,
     quantize,
     resolve_backend,
 )
-from sustainml_exp.compress.autograd import SPMM_LABEL, projected_weight_grad
-from sustainml_exp.compress.backend import dropout_scale
-from sustainml_exp.compress.qtensor import DEQUANTIZE_LABEL, QUANTIZE_LABEL
-from sustainml_exp.families.gnn_blockquant.data import csr_rows
+from sustainml_exp.compress.activation import (
+    BatchNormBackward,
+    BatchNormForward,
+    activation_backward,
+    activation_forward,
+    batch_norm_stats,
+)
+from sustainml_exp.compress.autograd import SPMM_LABEL, compress_linear_input, projected_weight_grad, sparse_matmul
 from sustainml_kernels.quant_ref import rademacher_ref
 
 __all__ = ["ROW_CHUNK_VALUES", "SAGEPlan", "compressed_sage", "row_chunks", "sage_conv"]
 
-# Row chunks of the aggregation and of the in-place gradient updates hold about this many values (4 MiB of fp32):
-# small next to an N x D buffer on arxiv-sized graphs (21.7M values), large enough to keep matmuls efficient.
-ROW_CHUNK_VALUES = 1 << 20
+# Row chunks of the in-place linear layers hold at most an eighth of the buffer and at most this many values (16 MiB
+# of fp32): few enough chunks (8 on arxiv-sized graphs) that per-op overheads stay small.
+ROW_CHUNK_VALUES = 1 << 22
+_CHUNKS_PER_BUFFER = 8
 
 
-def row_chunks(n_rows: int, row_len: int, chunk_values: int = ROW_CHUNK_VALUES) -> Iterator[tuple[int, int]]:
-    step = max(1, chunk_values // max(1, row_len))
-    for start in range(0, n_rows, step):
-        yield start, min(start + step, n_rows)
+def row_chunks(n_rows: int, row_len: int) -> Iterator[tuple[int, int]]:
+    rows = max(1, min(ROW_CHUNK_VALUES // max(1, row_len), -(-n_rows // _CHUNKS_PER_BUFFER)))
+    for start in range(0, n_rows, rows):
+        yield start, min(start + rows, n_rows)
 
 
-def sage_conv(h: torch.Tensor, adj: torch.Tensor, w_l: torch.Tensor, b_l: torch.Tensor | None, w_r: torch.Tensor,
-              agg_rows: torch.Tensor | None = None, project: torch.Tensor | None = None) -> torch.Tensor:
-    """lin_l(adj @ h) + lin_r(h), with the aggregation computed in row chunks (never N x D at once).
+def sage_conv(h: torch.Tensor, adj: torch.Tensor, w_l: torch.Tensor, b_l: torch.Tensor | None,
+              w_r: torch.Tensor) -> torch.Tensor:
+    """lin_l(adj @ h) + lin_r(h) holding at most two N x max(D, O) buffers.
 
-    ``agg_rows`` (N x R), when given, receives the aggregation's rows, multiplied by ``project`` (D x R) if given."""
-    out = torch.addmm(b_l, h, w_r.t()) if b_l is not None else h @ w_r.t()
-    chunk = None
-    for start, stop in row_chunks(h.shape[0], h.shape[1]):
-        if chunk is None or chunk.shape[0] != stop - start:
-            chunk = torch.empty(stop - start, h.shape[1], dtype=h.dtype, device=h.device)
-        # Into a buffer with beta=0: adj @ h would also build a second N x D temporary (CSR matmul on CPU).
+    Narrowing (O < D, e.g. into the classes): adj @ (h @ W_l^T), so the sparse product runs on O columns and adds
+    into the output in place. Otherwise the aggregation (whole: MKL's CSR matmul takes about twice as long in row
+    chunks) is overwritten by lin_l row chunk by row chunk."""
+    out_dim, in_dim = w_l.shape
+    if out_dim < in_dim:
+        out = torch.addmm(b_l, h, w_r.t()) if b_l is not None else h @ w_r.t()
         with record_function(SPMM_LABEL):
-            chunk.addmm_(csr_rows(adj, start, stop), h, beta=0)
-        if agg_rows is not None:
-            if project is None:
-                agg_rows[start:stop] = chunk
-            else:
-                torch.mm(chunk, project, out=agg_rows[start:stop])
-        out[start:stop].addmm_(chunk, w_l.t())
-    return out
+            return out.addmm_(adj, h @ w_l.t())
+    agg = sparse_matmul(adj, h)
+    if out_dim == in_dim:
+        for start, stop in row_chunks(agg.shape[0], in_dim):
+            rows = agg[start:stop]
+            rows.copy_(rows @ w_l.t() if b_l is None else torch.addmm(b_l, rows, w_l.t()))
+        out = agg
+    else:
+        out = agg @ w_l.t() if b_l is None else torch.addmm(b_l, agg, w_l.t())
+    del agg
+    return out.addmm_(h, w_r.t())
 
 
 @dataclass
@@ -148,28 +156,21 @@ class _CompressedSAGE(torch.autograd.Function):
                 ctx.save_for_backward(*saved.tensors)
                 ctx.where, ctx.qmeta, ctx.plan, ctx.backend = saved.where, saved.qmeta, plan, backend.name
                 return y
+            bn = None
             if plan.batch_norm:
                 bn_w, bn_b = params[3 * plan.num_layers + 2 * i: 3 * plan.num_layers + 2 * i + 2]
-                running_mean, running_var = plan.running_stats[i]
-                normed, mean, invstd = torch.native_batch_norm(y, bn_w, bn_b, running_mean, running_var, True,
-                                                               plan.momentum, plan.eps)
+                mean, invstd = batch_norm_stats(y, *plan.running_stats[i], plan.momentum, plan.eps)
                 q = quantize(y, spec.bits, spec.group_size(y.shape[1]), vm=spec.vm, seed=seeds[plan.slots["bn"]],
                              fp32_tail=spec.fp32_tail, backend=backend.name)
                 saved.put_q(i, "bn_input", q)
                 saved.put(i, "bn", bn_w, mean, invstd)
-                y = normed  # the BatchNorm input dies here: its quantized copy exists
-                del normed
-            with record_function(QUANTIZE_LABEL):
-                h, relu_mask = backend.relu_pack(y)
-                del y  # the BatchNorm output dies here
-                saved.put(i, "relu", relu_mask)
-                if plan.dropout > 0:
-                    seed = seeds[plan.slots["dropout"]]
-                    if spec.lean:  # the keep-mask is a function of the seed: regenerated in backward, not stored
-                        h = backend.dropout_apply(h, plan.dropout, seed)
-                    else:
-                        h, drop_mask = backend.dropout_pack(h, plan.dropout, seed)
-                        saved.put(i, "dropout", drop_mask)
+                bn = BatchNormForward(mean, invstd, bn_w, bn_b)
+            # y (the BatchNorm input, now quantized) is overwritten or dies here
+            h, relu_mask, drop_mask = activation_forward(y, bn, plan.dropout, seeds[plan.slots["dropout"]],
+                                                         spec.lean, backend)
+            del y
+            saved.put(i, "relu", relu_mask)
+            saved.put(i, "dropout", *(() if drop_mask is None else (drop_mask,)))
         raise ValueError(f"a GraphSAGE needs at least one layer, got num_layers={plan.num_layers}")
 
     @staticmethod
@@ -185,19 +186,15 @@ class _CompressedSAGE(torch.autograd.Function):
         for i in reversed(range(n_layers)):
             seeds = plan.seeds[i]
             if i < n_layers - 1:
-                with record_function(DEQUANTIZE_LABEL):
-                    if plan.dropout > 0:
-                        if spec.lean:
-                            g = backend.dropout_apply(g, plan.dropout, seeds[plan.slots["dropout"]])
-                        else:
-                            (drop_mask,) = _get(ctx, saved, i, "dropout")
-                            g = backend.masked_scale(g, drop_mask, dropout_scale(plan.dropout))
-                    (relu_mask,) = _get(ctx, saved, i, "relu")
-                    g = backend.masked_scale(g, relu_mask, 1.0)
+                bn = None
                 if plan.batch_norm:
                     bn_w, mean, invstd = _get(ctx, saved, i, "bn")
-                    bn_grads[i] = _batch_norm_backward_(g, _get_q(ctx, saved, i, "bn_input"), mean, invstd, bn_w,
-                                                        spec.grad_chunk_values, backend.name)
+                    bn = BatchNormBackward(_get_q(ctx, saved, i, "bn_input"), mean, invstd, bn_w)
+                (relu_mask,) = _get(ctx, saved, i, "relu")
+                drop_mask = next(iter(_get(ctx, saved, i, "dropout")), None)
+                g, bn_grads[i] = activation_backward(g, relu_mask, drop_mask, plan.dropout,
+                                                     seeds[plan.slots["dropout"]], spec.lean, bn,
+                                                     spec.grad_chunk_values, backend)
             need_input = i > 0 or ctx.needs_input_grad[1]
             # g becomes the gradient of the layer's input (None for the graph's features, which need none)
             conv_grads[i], g = _conv_backward(ctx, saved, plan, i, g, need_input, backend.name)
@@ -214,26 +211,19 @@ def _conv_forward(h: torch.Tensor, plan: SAGEPlan, w_l: torch.Tensor, b_l: torch
                   seeds: dict[int, int], backend: str, saved: _Saved, layer: int) -> torch.Tensor:
     """lin_l(adj @ h) + lin_r(h), saving the projected, quantized h and adj @ h (the weight gradients' inputs)."""
     spec = plan.spec
-    n, d = h.shape
-    kept = spec.projected_dim(d)
-    group_size = spec.group_size(kept)
-    quant = dict(vm=spec.vm, fp32_tail=spec.fp32_tail, backend=backend)
-    seed = seeds[plan.slots["input"]]
-    if kept < d and not spec.store_rp_matrix:  # the projection is regenerated from its seed in backward
-        q = project_quantize(h, kept, projection_seed(seed), spec.bits, group_size, seed=seed, **quant)
-        saved.put(layer, "x_rp")
-    else:
-        rp = rademacher_ref(projection_seed(seed), d, kept, device=h.device) if kept < d else None
-        q = quantize(h if rp is None else h @ rp, spec.bits, group_size, seed=seed, **quant)
-        saved.put(layer, "x_rp", *(() if rp is None else (rp,)))
-    saved.put_q(layer, "x", q)
+    q, rp = compress_linear_input(h, spec, seeds[plan.slots["input"]], backend)
+    saved.put(layer, "input_rp", *(() if rp is None else (rp,)))
+    saved.put_q(layer, "input", q)
+    # The aggregation's projection as adj @ (h @ P): the sparse product on R columns, never the N x D aggregation.
     seed = seeds[plan.slots["agg"]]
+    d, kept = h.shape[1], spec.projected_dim(h.shape[1])
     rp = rademacher_ref(projection_seed(seed), d, kept, device=h.device) if kept < d else None
-    agg_kept = torch.empty(n, kept, dtype=torch.float32, device=h.device)
-    out = sage_conv(h, plan.adj, w_l, b_l, w_r, agg_rows=agg_kept, project=rp)
-    saved.put_q(layer, "agg", quantize(agg_kept, spec.bits, group_size, seed=seed, **quant))
+    agg_kept = sparse_matmul(plan.adj, h if rp is None else h @ rp)
     saved.put(layer, "agg_rp", *(() if rp is None or not spec.store_rp_matrix else (rp,)))
-    return out
+    saved.put_q(layer, "agg", quantize(agg_kept, spec.bits, spec.group_size(kept), vm=spec.vm, seed=seed,
+                                       fp32_tail=spec.fp32_tail, backend=backend))
+    del agg_kept
+    return sage_conv(h, plan.adj, w_l, b_l, w_r)
 
 
 def _conv_backward(ctx: Any, saved: tuple[torch.Tensor, ...], plan: SAGEPlan, layer: int, g: torch.Tensor,
@@ -244,20 +234,26 @@ def _conv_backward(ctx: Any, saved: tuple[torch.Tensor, ...], plan: SAGEPlan, la
     d = w_l.shape[1]
     seeds = plan.seeds[layer]
     weight_grads = []
-    for name, slot in (("agg", plan.slots["agg"]), ("x", plan.slots["input"])):
+    for name in ("agg", "input"):
         q = _get_q(ctx, saved, layer, name)
         grad = projected_weight_grad(g, q, spec.grad_chunk_values, backend)
         if q.shape[1] < d:
             stored = _get(ctx, saved, layer, f"{name}_rp")
-            rp = stored[0] if stored else rademacher_ref(projection_seed(seeds[slot]), d, q.shape[1], device=g.device)
+            rp = stored[0] if stored else rademacher_ref(projection_seed(seeds[plan.slots[name]]), d, q.shape[1],
+                                                         device=g.device)
             grad = grad @ rp.t()  # (O x R) @ (R x D): never the N x D input estimate
         weight_grads.append(grad)
     grad_w_l, grad_w_r = weight_grads
     grads = (grad_w_l, g.sum(dim=0), grad_w_r)
     if not need_input:
         return grads, None
+    out_dim = g.shape[1]
+    if out_dim < d:  # adj^T @ g @ W_l: the sparse product on O columns, no N x D gradient of the aggregation
+        g_x = g @ w_r
+        g_x.addmm_(sparse_matmul(plan.adj_t, g), w_l)
+        return grads, g_x
     g_agg = g @ w_l  # gradient of adj @ h
-    if g.shape[1] == d and layer < plan.num_layers - 1:
+    if out_dim == d and layer < plan.num_layers - 1:
         # g is this Function's own buffer (not autograd's incoming gradient): reuse it for g @ W_r, chunk by chunk.
         for start, stop in row_chunks(g.shape[0], d):
             g[start:stop] = g[start:stop] @ w_r
@@ -267,25 +263,6 @@ def _conv_backward(ctx: Any, saved: tuple[torch.Tensor, ...], plan: SAGEPlan, la
     with record_function(SPMM_LABEL):
         g_x.addmm_(plan.adj_t, g_agg)  # in place: adj_t @ g_agg would build two N x D temporaries on CPU
     return grads, g_x
-
-
-def _batch_norm_backward_(g: torch.Tensor, q: QTensor, mean: torch.Tensor, invstd: torch.Tensor,
-                          weight: torch.Tensor, chunk_values: int | None, backend: str) -> tuple[torch.Tensor, ...]:
-    """native_batch_norm_backward (training) with the input dequantized row chunk by row chunk, writing the input
-    gradient over ``g``; returns (grad weight, grad bias).
-
-    grad_in = (g - mean(g) - (x - mean) * k) * invstd * w, k = sum(g * (x - mean)) * invstd^2 / N"""
-    n = g.shape[0]
-    sum_g = g.sum(dim=0)
-    dot = torch.zeros_like(mean)
-    for start, stop, x_hat in dequantize_row_chunks(q, chunk_values, backend=backend):
-        dot += (g[start:stop] * x_hat.sub_(mean)).sum(dim=0)
-    k = dot * invstd * invstd / n
-    mean_g = sum_g / n
-    scale = invstd * weight
-    for start, stop, x_hat in dequantize_row_chunks(q, chunk_values, backend=backend):
-        g[start:stop].sub_(mean_g).sub_(x_hat.sub_(mean).mul_(k)).mul_(scale)
-    return dot * invstd, sum_g
 
 
 def compressed_sage(plan: SAGEPlan, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:

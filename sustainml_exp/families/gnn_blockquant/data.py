@@ -42,7 +42,6 @@ __all__ = [
     "SyntheticSpec",
     "SYNTHETIC_SPECS",
     "build_graph_data",
-    "csr_rows",
     "generate_synthetic",
     "load_graph",
     "mean_aggregation_adjacency",
@@ -137,23 +136,11 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -
     """Sparse CSR from unique (row, col) pairs already sorted by row, then column."""
     crow = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(rows, minlength=n), dim=0, out=crow[1:])
-    return _csr_tensor(crow, cols, values, (n, n))
-
-
-def _csr_tensor(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # Built sorted and unique, so the invariant check would only cost time; torch's "CSR is beta" notice would
-    # print on every run although only spmm, which is stable on CSR, touches these tensors.
+    # Built sorted and unique above, so the invariant check would only cost time; torch's "CSR is beta" notice
+    # would print on every run although only spmm, which is stable on CSR, touches these tensors.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return torch.sparse_csr_tensor(crow, cols, values, size, dtype=values.dtype, check_invariants=False)
-
-
-def csr_rows(adj: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Rows [start, stop) of a sparse CSR matrix as a CSR matrix of their own (views of its columns and values)."""
-    crow = adj.crow_indices()
-    first, last = int(crow[start]), int(crow[stop])
-    return _csr_tensor(crow[start:stop + 1] - first, adj.col_indices()[first:last], adj.values()[first:last],
-                       (stop - start, adj.shape[1]))
+        return torch.sparse_csr_tensor(crow, cols, values, (n, n), dtype=torch.float32, check_invariants=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ def pyg_adj_t(graph: GraphData) -> torch.Tensor:
     crow = graph.adj.crow_indices()
     targets = torch.repeat_interleave(torch.arange(graph.num_nodes, device=crow.device), crow[1:] - crow[:-1])
     data = Data(edge_index=torch.stack([graph.adj.col_indices(), targets]), num_nodes=graph.num_nodes)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # torch's notices about its sparse CSR support, not about this run
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         return T.ToSparseTensor(layout=torch.sparse_csr)(data).adj_t
 
 
