@@ -131,8 +131,8 @@ def _random_graph(n: int, seed: int = 0):
     edges = torch.randint(0, n, (2, 6 * n), generator=g)
     perm = torch.randperm(n, generator=g)
     split = [perm[: n // 2].sort().values, perm[n // 2: 3 * n // 4].sort().values, perm[3 * n // 4:].sort().values]
-    return build_graph_data(RawGraph("random", torch.randn(n, 128, generator=g), torch.randint(0, 40, (n,), generator=g),
-                                     edges, *split, num_classes=40))
+    x, y = torch.randn(n, 128, generator=g), torch.randint(0, 40, (n,), generator=g)
+    return build_graph_data(RawGraph("random", x, y, edges, *split, num_classes=40))
 
 
 def _peak_live_bytes(fn) -> int:
