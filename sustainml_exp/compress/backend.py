@@ -28,7 +28,8 @@ from sustainml_kernels.quant_ref import (
     unpack_mask_ref,
 )
 
-__all__ = ["COMPILE_MIN_VALUES", "COMPRESS_BACKENDS", "Backend", "Workload", "resolve_backend", "triton_usable"]
+__all__ = ["COMPILE_MIN_VALUES", "COMPRESS_BACKENDS", "ActivationCheck", "Backend", "Workload", "resolve_backend",
+           "triton_usable"]
 
 log = logging.getLogger("sustainml_exp")
 
@@ -177,19 +178,33 @@ _SELF_CHECK_DROPOUT_P = 0.3
 
 
 @dataclass(frozen=True)
+class ActivationCheck:
+    """The BatchNorm -> ReLU -> dropout a run applies (``compress.activation``), to check on ``rows`` x ``width``
+    values: its BatchNorm input's quantize_pack arguments, dropout probability and lean flag."""
+
+    rows: int
+    width: int
+    quant_args: QuantArgs
+    dropout_p: float
+    lean: bool
+
+
+@dataclass(frozen=True)
 class Workload:
-    """What a run will compress: its largest compressed tensor (values) and the quantize_pack arguments and dropout
-    probability it will use. ``resolve_backend`` checks a backend on exactly these, and auto picks by size."""
+    """What a run will compress: its largest compressed tensor (values), the quantize_pack arguments and dropout
+    probability it will use, and its activation layers. ``resolve_backend`` checks a backend on exactly these (for
+    a compiled backend that also compiles what the run needs, before its first epoch), and auto picks by size."""
 
     largest_values: int
     quant_args: tuple[QuantArgs, ...]
     dropout_p: float
+    activation: ActivationCheck | None = None
 
 
 @lru_cache(maxsize=16)
 def _self_check(backend: Backend, device_type: str, device_index: int | None,
                 quant_args: tuple[QuantArgs, ...] = _SELF_CHECK_QUANT_ARGS,
-                dropout_p: float = _SELF_CHECK_DROPOUT_P) -> str | None:
+                dropout_p: float = _SELF_CHECK_DROPOUT_P, activation: ActivationCheck | None = None) -> str | None:
     """None when ``backend`` reproduces the torch reference byte for byte on small awkward tensors on this device,
     else why not. Kernels that compile but compute differently on some GPU or compiler would otherwise corrupt a
     whole training run silently; this costs milliseconds once per process and device (plus, for the compiled
@@ -209,7 +224,7 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None,
                                     unpack_dequantize_ref(*want, tuple(x.shape), bits, group_size, vm_a))
             if problem:
                 return problem
-        x = torch.randn(37, 24, generator=generator).to(device)
+        x = torch.randn(37, 32, generator=generator).to(device)  # 32 columns: the compiled mask loops' layout
         mask = pack_mask_ref(x > 0.5)
         scale = dropout_scale(dropout_p)
         checks = (("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
@@ -223,15 +238,52 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None,
         for name, got, want in checks:
             if problem := _mismatch(name, got, want):
                 return problem
+        if activation is not None:
+            return _activation_problem(backend, activation, device, generator)
     except Exception as exc:  # a kernel that does not compile or launch here: report it, fall back
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _activation_problem(backend: Backend, check: ActivationCheck, device: torch.device,
+                        generator: torch.Generator) -> str | None:
+    """None when ``backend`` runs compress.activation as the torch reference does: the forward byte for byte, the
+    backward (whose sums a fused backend may order differently) to fp32 rounding."""
+    from sustainml_exp.compress.activation import (
+        BatchNormBackward,
+        BatchNormForward,
+        activation_backward,
+        activation_forward,
+    )
+    from sustainml_exp.compress.qtensor import quantize
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    y, grad = rand(check.rows, check.width), rand(check.rows, check.width)
+    bn = BatchNormForward(rand(check.width), rand(check.width).abs() + 0.5, rand(check.width), rand(check.width))
+    bits, group_size, vm_a, fp32_tail = check.quant_args
+    q = quantize(y, bits, group_size, vm=vm_a is not None, seed=3, fp32_tail=fp32_tail, backend="torch")
+    results = []
+    for candidate in (backend, TORCH_BACKEND):
+        h, relu_mask, drop_mask = activation_forward(y.clone(), bn, check.dropout_p, 5, check.lean, candidate)
+        g, bn_grads = activation_backward(grad.clone(), relu_mask, drop_mask, check.dropout_p, 5, check.lean,
+                                          BatchNormBackward(q, bn.mean, bn.invstd, bn.weight), None, candidate)
+        results.append(((h, relu_mask, drop_mask), (g, *bn_grads)))
+    (forward, backward), (want_forward, want_backward) = results
+    if problem := _mismatch("activation_forward", forward, want_forward):
+        return problem
+    for got, want in zip(backward, want_backward):
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())):
+            return "activation_backward differs from the torch reference beyond fp32 rounding"
     return None
 
 
 def _checked(backend: Backend, device: torch.device, workload: Workload | None) -> str | None:
     if workload is None:
         return _self_check(backend, device.type, device.index)
-    return _self_check(backend, device.type, device.index, workload.quant_args, workload.dropout_p)
+    return _self_check(backend, device.type, device.index, workload.quant_args, workload.dropout_p,
+                       workload.activation)
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sustainml_exp.compress import CompressionSpec, resolve_backend
-from sustainml_exp.compress.backend import Workload
+from sustainml_exp.compress.backend import ActivationCheck, QuantArgs, Workload
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
@@ -37,18 +37,27 @@ def compression_spec(cfg: GNNRunConfig, backend: str | None = None) -> Compressi
 
 
 def compression_workload(cfg: GNNRunConfig, graph: GraphData) -> Workload:
-    """What the model will compress on ``graph``: its largest compressed tensor and every quantize_pack argument
-    tuple (bits, group_size, vm_a, fp32_tail) its layers use."""
+    """What the model will compress on ``graph``: its largest compressed tensor, every quantize_pack argument tuple
+    (bits, group_size, vm_a, fp32_tail) its layers use, and its BatchNorm -> ReLU -> dropout (checked on two
+    BatchNorm groups of rows plus the graph's ragged last group, so that a compiled backend compiles those shapes)."""
     from sustainml_exp.compress.vm import optimal_inner_level
 
     spec, m = compression_spec(cfg), cfg.model
+
+    def quant_args(group_size: int) -> QuantArgs:
+        return spec.bits, group_size, optimal_inner_level(group_size) if spec.vm else None, spec.fp32_tail
+
     dims = [graph.x.shape[1]] + [m.hidden] * (m.num_layers - 1)
-    group_sizes = {spec.group_size(spec.projected_dim(d)) for d in dims}
+    args = {quant_args(spec.group_size(spec.projected_dim(d))) for d in dims}
+    activation = None
     if m.batch_norm and m.num_layers > 1:
-        group_sizes.add(spec.group_size(m.hidden))
-    args = tuple((spec.bits, size, optimal_inner_level(size) if spec.vm else None, spec.fp32_tail)
-                 for size in sorted(group_sizes))
-    return Workload(largest_values=graph.num_nodes * max(dims), quant_args=args, dropout_p=m.dropout)
+        bn_args = quant_args(spec.group_size(m.hidden))
+        args.add(bn_args)
+        group_rows = spec.rows_per_group(m.hidden)
+        activation = ActivationCheck(rows=2 * group_rows + graph.num_nodes % group_rows, width=m.hidden,
+                                     quant_args=bn_args, dropout_p=m.dropout, lean=spec.lean)
+    return Workload(largest_values=graph.num_nodes * max(dims), quant_args=tuple(sorted(args, key=str)),
+                    dropout_p=m.dropout, activation=activation)
 
 
 def resolved_backend(cfg: GNNRunConfig, device: str, graph: GraphData | None = None) -> str:
