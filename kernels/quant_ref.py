@@ -37,8 +37,8 @@ bfloat16 and every value as a ``bits``-bit code, packed little-endian within byt
 group is either quantized as a short group with its own metadata or, with ``fp32_tail``, kept raw in fp32. The
 arithmetic (B = 2^bits - 1)::
 
-    per group:   mn  = round_bf16_down(min x)
-                 rng = round_bf16_up(fp32(max x - mn));  rng = max(rng, 2^-100) if rng > 0
+    per group:   mn  = round_bf16_down(min x)                                   (-0.0 -> +0.0)
+                 rng = round_bf16_up(fp32(max x - mn));  rng = max(rng, 2^-100) if rng > 0 else +0.0
                  inv = fp32(B * 2^16 / rng) if rng > 0 else 0               (one correctly rounded division)
     per element: s   = fp32(fp32(x - mn) * inv)                               (0 <= s, fixed point: 2^16 per level)
                  VM only (bits = 2, levels 0 < a < b < 3, see vm_constants / vm_pieces):
@@ -374,12 +374,17 @@ def _group_minmax(flat: torch.Tensor, n_full: int, group_size: int, short: int) 
 
 def group_ranges(min_f32: torch.Tensor, max_f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 (mn, rng) of groups with these minima and maxima: mn = round_bf16_down(min), rng =
-    round_bf16_up(fp32(max - mn)) raised to RANGE_FLOOR when it is positive but smaller. Both lie on the bf16 grid.
+    round_bf16_up(fp32(max - mn)) raised to RANGE_FLOOR when it is positive but smaller, a zero of either stored as
+    +0.0. Both lie on the bf16 grid.
 
     Rounding outward keeps every value of a group inside [mn, mn + rng], so the final clamp cannot bias codes."""
+    # A zero minimum or range is stored as +0.0: which signed zero a min / max reduction returns is unspecified
+    # (torch, numpy and a GPU tree reduction differ), so -0.0 must not reach the bytes.
+    zero = torch.zeros((), dtype=torch.float32, device=min_f32.device)
     mins = round_bf16_down(min_f32)
+    mins = torch.where(mins == 0, zero, mins)
     ranges = round_bf16_up(max_f32 - mins)
-    return mins, torch.where(ranges > 0, ranges.clamp_min(RANGE_FLOOR), ranges)
+    return mins, torch.where(ranges > 0, ranges.clamp_min(RANGE_FLOOR), zero)
 
 
 def group_reciprocal(ranges: torch.Tensor, bits: int) -> torch.Tensor:

@@ -120,7 +120,7 @@ def _bench_shape(shape: Shape, rows: int, vm: bool, bench, use_triton: bool, tim
 
     if use_triton:
         from sustainml_kernels import quant_triton as qt
-        from sustainml_kernels.rp_triton import project_quantize_pack_triton
+        from sustainml_kernels.rp_triton import dot_supported, project_quantize_pack_triton
 
     gen = torch.Generator(device=device).manual_seed(0)
     x_in = torch.randn(rows, shape.in_dim, device=device, generator=gen)
@@ -159,14 +159,28 @@ def _bench_shape(shape: Shape, rows: int, vm: bool, bench, use_triton: bool, tim
             rp = rademacher_ref(PROJ_SEED, shape.in_dim, shape.kept_dim, device=device)
             return quantize_pack_ref(x_in @ rp, BITS, gs, SEED, vm_a)
 
+        proj_name, proj_bytes = f"{rows} x {shape.in_dim} -> {shape.kept_dim}", 4 * rows * shape.in_dim + packed_bytes
         if device == "cpu" and not use_triton:
             # Also time the order-specified reference the fused kernel reproduces (it is not the CPU default path).
-            add(layout, "project_quantize_pack (sequential ref)", f"{rows} x {shape.in_dim} -> {shape.kept_dim}",
-                None, lambda: project_quantize_pack_ref(x_in, *pq_args),
-                4 * rows * shape.in_dim + packed_bytes)
-        add(layout, "project_quantize_pack", f"{rows} x {shape.in_dim} -> {shape.kept_dim}",
+            add(layout, "project_quantize_pack (sequential ref)", proj_name, None,
+                lambda: project_quantize_pack_ref(x_in, *pq_args), proj_bytes)
+
+        def cublas_then_quantize():
+            rp = rademacher_ref(PROJ_SEED, shape.in_dim, shape.kept_dim, device=device)
+            return qt.quantize_pack_triton(x_in @ rp, BITS, gs, SEED, vm_a)
+
+        # The fused exact kernel (bit-identical to the sequential reference), the fast path training takes (tl.dot
+        # fused with the quantization where dot_supported, else cuBLAS + quantize) and cuBLAS + the quantize kernel.
+        # Their torch column is the torch backend's matmul + quantize_pack_ref.
+        add(layout, "project_quantize_pack exact (fused, sequential sum)", proj_name,
             (lambda: project_quantize_pack_triton(x_in, *pq_args)) if use_triton else None,
-            torch_project_quantize, 4 * rows * shape.in_dim + packed_bytes)
+            torch_project_quantize, proj_bytes)
+        fast_kind = "tl.dot fused" if use_triton and dot_supported(shape.kept_dim, gs) else "cuBLAS + quantize"
+        add(layout, f"project_quantize_pack fast ({fast_kind})", proj_name,
+            (lambda: project_quantize_pack_triton(x_in, *pq_args, exact=False)) if use_triton else None,
+            torch_project_quantize, proj_bytes)
+        add(layout, "cuBLAS x @ P + quantize_pack kernel", proj_name, cublas_then_quantize if use_triton else None,
+            torch_project_quantize, proj_bytes)
 
     bn_n = rows * shape.bn_dim
     bn_name = f"{rows} x {shape.bn_dim}"

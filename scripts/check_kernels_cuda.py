@@ -106,6 +106,16 @@ def _compare_parts(parts: Parts) -> tuple[bool, float, str]:
     return ok, worst, "; ".join(notes)
 
 
+def _within_one_level(packed, x: torch.Tensor, args: tuple) -> Parts:
+    """No parts to compare bit for bit; raises (a failed check) when ``packed`` is not within one level of the
+    reference projection (sustainml_exp.compress.backend.fast_projection_problem, the self-check's test)."""
+    from sustainml_exp.compress.backend import fast_projection_problem
+
+    if problem := fast_projection_problem(packed, x, args):
+        raise AssertionError(problem)
+    return []
+
+
 def _packed_parts(got, want) -> Parts:
     return [(field, getattr(got, field), getattr(want, field)) for field in ("payload", "mins", "ranges", "tail")]
 
@@ -190,12 +200,13 @@ def _quant_cases(small: bool) -> Iterator[tuple[tuple[int, int], torch.dtype, in
 
 def _proj_cases(small: bool) -> Iterator[tuple[tuple[int, int], int, bool, torch.dtype, list]]:
     """(shape, r, strided, dtype, [(bits, vm, G_R, fp32_tail)]). r = ceil(D / 8) as in training, except the
-    r = 65 case, which takes the per-value sign path (r > MAX_FUSED_R). Interpreter time grows with D, so the
-    small cases keep D small."""
+    r = 65 case, which takes the per-value sign path (r > MAX_FUSED_R), and r = 16, which the fast path projects
+    with tl.dot. Interpreter time grows with D, so the small cases keep D small."""
     yield (37, 24), 3, False, torch.float32, [(2, False, 1, False), (2, True, 64, True), (4, False, 2, False),
                                               (8, False, 128, False)]
     yield (29, 9), 2, True, torch.float32, [(2, False, 64, False)]
     yield (11, 8), 65, False, torch.float32, [(4, False, 1, False)]
+    yield (37, 24), 16, False, torch.float32, [(2, False, 1, False), (2, True, 4, True)]  # the fast path's tl.dot
     yield (37, 24), 3, False, torch.bfloat16, [(2, False, 64, False)]
     if not small:
         full = [(bits, vm, g_r, False) for g_r in G_RS for bits, vm in QUANT_VARIANTS] + [(2, False, 64, True)]
@@ -263,6 +274,9 @@ def _check_projection(run: Runner, ref, rp, vm_level: Callable[[int], float], de
             run.check("project_quantize_pack", case,
                       lambda: _packed_parts(rp.project_quantize_pack_triton(x, *args),
                                             ref.project_quantize_pack_ref(x, *args)))
+            # The fast path sums in a blocked order: within one quantization level of the reference, not bytes.
+            run.check("project_quantize_pack fast", case + (" tl.dot" if rp.dot_supported(r, gs) else " cuBLAS"),
+                      lambda: _within_one_level(rp.project_quantize_pack_triton(x, *args, exact=False), x, args))
 
 
 def _check_elementwise(run: Runner, ref, qt, torch_ops, dev: torch.device, small: bool) -> None:

@@ -13,16 +13,18 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
 
 from sustainml_exp.compress.spec import COMPRESS_BACKENDS
 from sustainml_kernels.quant_ref import (
+    dequant_level_table,
     dropout_mask_ref,
     pack_mask_ref,
     project_quantize_pack_ref,
+    project_rademacher_ref,
     quantize_pack_ref,
     unpack_dequantize_ref,
     unpack_mask_ref,
@@ -44,7 +46,10 @@ class Backend:
     """The packing primitives of one implementation (signatures of ``sustainml_kernels.quant_triton``).
 
     project_quantize_pack: the fused Rademacher projection + quantize + pack, or None where the backend has none
-    (callers then project with a matmul and call ``quantize_pack``).
+    (callers then project with a matmul and call ``quantize_pack``). Its projection may sum in any order (a
+    blocked matmul, like the torch path's), so its bytes match the reference only up to fp32 rounding.
+    project_quantize_pack_exact: the same op summing in ``project_rademacher_ref``'s order, byte-identical to
+    ``project_quantize_pack_ref`` (the self-check compares it), or None.
     """
 
     name: str
@@ -57,6 +62,7 @@ class Backend:
     dropout_apply: Callable[[torch.Tensor, float, int], torch.Tensor]
     masked_scale: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
     project_quantize_pack: Callable[..., Any] | None
+    project_quantize_pack_exact: Callable[..., Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -99,6 +105,7 @@ TORCH_BACKEND = Backend(
     dropout_apply=_dropout_apply_torch,
     masked_scale=_masked_scale_torch,
     project_quantize_pack=None,
+    project_quantize_pack_exact=project_quantize_pack_ref,
 )
 
 
@@ -112,7 +119,12 @@ def _triton_backend() -> Backend:
     try:
         from sustainml_kernels.rp_triton import project_quantize_pack_triton
     except ImportError:  # the fused projection is an optimisation: fall back to matmul + quantize_pack
-        project_quantize_pack_triton = None
+        project_quantize_pack = project_quantize_pack_exact = None
+    else:
+        # Training takes the fast path (a blocked fp32 matmul, as the torch backend's projection is); the
+        # sequential exact kernel reproduces project_quantize_pack_ref and is what the self-check compares bytes of.
+        project_quantize_pack = partial(project_quantize_pack_triton, exact=False)
+        project_quantize_pack_exact = partial(project_quantize_pack_triton, exact=True)
     return Backend(
         name="triton",
         quantize_pack=qt.quantize_pack_triton,
@@ -123,7 +135,8 @@ def _triton_backend() -> Backend:
         dropout_pack=qt.dropout_pack_triton,
         dropout_apply=qt.dropout_apply_triton,
         masked_scale=qt.masked_scale_triton,
-        project_quantize_pack=project_quantize_pack_triton,
+        project_quantize_pack=project_quantize_pack,
+        project_quantize_pack_exact=project_quantize_pack_exact,
     )
 
 
@@ -169,12 +182,16 @@ def _mismatch(name: str, got: Any, want: Any) -> str | None:
     return None
 
 
-# quantize_pack arguments (bits, group_size, vm_a, fp32_tail) a self-check runs: awkward ones by default (ragged
-# groups, VM, 4-bit); a run passes the ones it will use (``Workload``), so that a compiled backend is checked, and
-# compiled, exactly where it will run.
-QuantArgs = tuple[int, int, "float | None", bool]
-_SELF_CHECK_QUANT_ARGS: tuple[QuantArgs, ...] = ((2, 96, None, False), (2, 96, 1.1, True), (4, 24, None, False))
+# (bits, group_size, seed, vm_a, fp32_tail) on the self-check's 37 x 24 tensor: fused row tiles with a ragged
+# last group, VM levels with a raw tail, 4-bit, and the general path (groups ending mid-byte).
+_SELF_CHECK_QUANTIZE = ((2, 96, 7, None, False), (2, 96, 7, 1.1, True), (4, 24, 8, None, False), (2, 7, 9, None, False))
+_LOOPED_GROUP = 8192  # BatchNorm's block at G/R = 64 on 128 features: wider than a register tile, so looped
+# (r, proj_seed, bits, group_size, seed): a ragged last group; r past one sign word; r of the tl.dot fast path.
+_SELF_CHECK_PROJECTIONS = ((5, 11, 2, 20, 3), (65, 11, 2, 65, 3), (16, 11, 2, 64, 3))
 _SELF_CHECK_DROPOUT_P = 0.3
+# quantize_pack arguments (bits, group_size, vm_a, fp32_tail) of a run (``Workload``): checked on top of the cases
+# above, so that a compiled backend is checked, and compiled, exactly where it will run.
+QuantArgs = tuple[int, int, "float | None", bool]
 
 
 @dataclass(frozen=True)
@@ -201,45 +218,82 @@ class Workload:
     activation: ActivationCheck | None = None
 
 
+def _quantize_problem(backend: Backend, x: torch.Tensor, args: tuple) -> str | None:
+    got, want = backend.quantize_pack(x, *args), quantize_pack_ref(x, *args)
+    problem = _mismatch(f"quantize_pack{args} on {x.dtype}", tuple(got), tuple(want))
+    if problem is None:
+        shape, (bits, group_size, _, vm_a, _) = tuple(x.shape), args
+        problem = _mismatch("unpack_dequantize", backend.unpack_dequantize(*got, shape, bits, group_size, vm_a),
+                            unpack_dequantize_ref(*want, shape, bits, group_size, vm_a))
+    return problem
+
+
+def fast_projection_problem(packed: Any, x: torch.Tensor, args: tuple) -> str | None:
+    """For a projection that may round differently from the reference (``args`` as project_quantize_pack_ref's
+    after x): None when every dequantized value lies within one level gap of the reference projection (plus fp32
+    slack) and the group ranges within 2 % of the reference's, else what is wrong."""
+    r, proj_seed, bits, group_size, seed, vm_a, fp32_tail = (*args, None, False)[:7]
+    want = project_quantize_pack_ref(x, *args)
+    projection = project_rademacher_ref(x, proj_seed, r).reshape(-1)
+    decoded = unpack_dequantize_ref(*packed, (x.shape[0], r), bits, group_size, vm_a).reshape(-1)
+    n_packed = decoded.numel() - (0 if packed.tail is None else packed.tail.numel())
+    levels = dequant_level_table(bits, vm_a)
+    gap = max(b - a for a, b in zip(levels, levels[1:]))
+    reach = packed.ranges.float().repeat_interleave(group_size)[:n_packed] * gap * 1.001
+    slack = 1e-5 * (1 + projection.abs())
+    if (packed.ranges.shape != want.ranges.shape
+            or not torch.allclose(packed.ranges.float(), want.ranges.float(), rtol=0.02, atol=1e-6)
+            or not bool(((decoded - projection).abs() <= torch.cat([reach, torch.zeros_like(slack[n_packed:])])
+                         + slack).all())):
+        return f"project_quantize_pack{args} is further from the reference projection than one level"
+    return None
+
+
 @lru_cache(maxsize=16)
-def _self_check(backend: Backend, device_type: str, device_index: int | None,
-                quant_args: tuple[QuantArgs, ...] = _SELF_CHECK_QUANT_ARGS,
+def _self_check(backend: Backend, device_type: str, device_index: int | None, quant_args: tuple[QuantArgs, ...] = (),
                 dropout_p: float = _SELF_CHECK_DROPOUT_P, activation: ActivationCheck | None = None) -> str | None:
-    """None when ``backend`` reproduces the torch reference byte for byte on small awkward tensors on this device,
-    else why not. Kernels that compile but compute differently on some GPU or compiler would otherwise corrupt a
-    whole training run silently; this costs milliseconds once per process and device (plus, for the compiled
-    backend, the compilation the run needs anyway)."""
+    """None when ``backend`` reproduces the torch reference on this device, else why not: byte for byte for
+    packing (fused, looped and general quantize paths; fp32, fp16 and bf16 inputs; and a run's own arguments),
+    masks and the exact projection (r within and past one sign word); to within one quantization level for the
+    fast projection; and a run's BatchNorm -> ReLU -> dropout (see ``_activation_problem``). Kernels that compile but
+    compute differently on some GPU or compiler would otherwise corrupt a whole training run silently; this costs a
+    few milliseconds once per process and device (plus, for the compiled backend, compiling what the run needs)."""
     device = torch.device(device_type, device_index)
     try:
-        generator = torch.Generator().manual_seed(0)
-        for bits, group_size, vm_a, fp32_tail in quant_args:
-            # Two full groups and a ragged rest: the layout's three cases.
-            x = torch.randn(2 * group_size + 13, generator=generator).to(device)
-            args = (bits, group_size, 7, vm_a, fp32_tail)
-            got, want = backend.quantize_pack(x, *args), quantize_pack_ref(x, *args)
-            problem = _mismatch(f"quantize_pack{args}", tuple(got), tuple(want))
-            if problem is None:
-                problem = _mismatch("unpack_dequantize",
-                                    backend.unpack_dequantize(*got, tuple(x.shape), bits, group_size, vm_a),
-                                    unpack_dequantize_ref(*want, tuple(x.shape), bits, group_size, vm_a))
-            if problem:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(37, 24, generator=gen).to(device)
+        wide = torch.randn(2 * _LOOPED_GROUP + 100, generator=gen).to(device)  # two looped groups, a short one
+        cases = [(x, args) for args in _SELF_CHECK_QUANTIZE] + [(wide, (2, _LOOPED_GROUP, 7, None, False))]
+        cases += [(x.to(dtype), _SELF_CHECK_QUANTIZE[0]) for dtype in (torch.float16, torch.bfloat16)]
+        # A run's own block sizes: two full groups and a ragged rest (the layout's three cases).
+        cases += [(torch.randn(2 * group_size + 13, generator=gen).to(device), (bits, group_size, 7, vm_a, tail))
+                  for bits, group_size, vm_a, tail in quant_args]
+        for tensor, args in cases:
+            if problem := _quantize_problem(backend, tensor, args):
                 return problem
-        x = torch.randn(37, 32, generator=generator).to(device)  # 32 columns: the compiled mask loops' layout
-        mask = pack_mask_ref(x > 0.5)
+        masked = torch.randn(37, 32, generator=gen).to(device)  # 32 columns: the compiled mask loops' layout
         scale = dropout_scale(dropout_p)
-        checks = (("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
+        checks = [("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
                   ("dropout_pack", backend.dropout_pack(x, dropout_p, 5), _dropout_pack_torch(x, dropout_p, 5)),
-                  ("dropout_apply", backend.dropout_apply(x, dropout_p, 5), _dropout_apply_torch(x, dropout_p, 5)),
-                  ("masked_scale", backend.masked_scale(x, mask, scale), _masked_scale_torch(x, mask, scale)))
-        if backend.project_quantize_pack is not None:
-            proj_args = (5, 11, 2, 20, 3)  # r, proj_seed, bits, group_size, seed: a ragged last group
-            checks += (("project_quantize_pack", tuple(backend.project_quantize_pack(x, *proj_args)),
-                        tuple(project_quantize_pack_ref(x, *proj_args))),)
+                  ("dropout_apply", backend.dropout_apply(x, dropout_p, 5), _dropout_apply_torch(x, dropout_p, 5))]
+        for t in (x, masked):
+            t_keep = pack_mask_ref(t > 0.5)
+            checks += [("relu_pack", backend.relu_pack(t), _relu_pack_torch(t)),
+                       ("masked_scale", backend.masked_scale(t, t_keep, scale), _masked_scale_torch(t, t_keep, scale))]
+        checks.append(("dropout_pack", backend.dropout_pack(masked, dropout_p, 5),
+                       _dropout_pack_torch(masked, dropout_p, 5)))
+        if backend.project_quantize_pack_exact is not None:
+            checks += [(f"project_quantize_pack{args} (exact)", tuple(backend.project_quantize_pack_exact(x, *args)),
+                        tuple(project_quantize_pack_ref(x, *args))) for args in _SELF_CHECK_PROJECTIONS]
         for name, got, want in checks:
             if problem := _mismatch(name, got, want):
                 return problem
+        if backend.project_quantize_pack is not None:
+            for args in _SELF_CHECK_PROJECTIONS:
+                if problem := fast_projection_problem(backend.project_quantize_pack(x, *args), x, args):
+                    return problem
         if activation is not None:
-            return _activation_problem(backend, activation, device, generator)
+            return _activation_problem(backend, activation, device, gen)
     except Exception as exc:  # a kernel that does not compile or launch here: report it, fall back
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None

@@ -279,3 +279,11 @@ def test_codes_survive_unpack_and_dequantize_within_a_step(bits: int, vm_a: floa
     assert bool((x[:n_packed] <= mins[group_of] + ranges[group_of]).all())
     if fp32_tail:
         assert packed.tail is not None and torch.equal(x_hat[n_packed:], x[n_packed:])
+
+
+def test_signed_zero_minima_and_ranges_are_stored_as_positive_zero() -> None:
+    """Which zero a min / max reduction returns is unspecified, so no -0.0 may reach the metadata."""
+    for order in ([-0.0, 0.0, 1.0, 2.0], [0.0, -0.0, 1.0, 2.0], [-0.0, -0.0, -0.0, 0.0], [0.0, -0.0, 0.0, -0.0]):
+        packed = quantize_pack_ref(torch.tensor(order * 3), 2, 4, SEED)
+        assert packed.mins.view(torch.int16).tolist() == [0, 0, 0], order
+        assert not any(torch.signbit(packed.ranges.float()).tolist()), order

@@ -7,7 +7,8 @@ mean over many seeds must converge to the input (stochastic rounding is unbiased
 
 The quantization tests name the kernel path a case takes (see ``_path``): ``fused`` (byte-aligned groups of at most
 MAX_GROUP_TILE values, several groups per program), ``looped`` (byte-aligned groups wider than MAX_GROUP_TILE, walked
-in column chunks) and ``general`` (groups whose codes end mid-byte: a stats kernel, then a flat kernel).
+in column chunks) and ``general`` (groups whose codes end mid-byte, or of odd length: a stats kernel, then a flat
+kernel).
 """
 
 import pytest
@@ -79,7 +80,7 @@ def _randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32, scale
 
 def _path(bits: int, group_size: int) -> str:
     """Which quantize path quantize_pack_triton takes for these arguments."""
-    if group_size * bits % 8:
+    if group_size * bits % 8 or group_size % 2:  # the row tiles need whole bytes and whole noise pairs per group
         return "general"
     return "looped" if group_size > MAX_GROUP_TILE else "fused"
 
@@ -185,17 +186,19 @@ def test_quantize_pack_matches_reference_for_any_vm_level(vm_a: float, group_siz
 _PATH_CASES = [
     ("fused", 2, 4, 4001),  # several programs of many groups, short last group of 1
     ("fused", 4, 6, 2003),
-    ("fused", 8, 7, 1001),
+    ("fused", 8, 6, 1001),
     ("fused", 1, 24, 4099),
     ("fused", 8, MAX_GROUP_TILE, MAX_GROUP_TILE + 7),  # widest group held in one tile
     ("looped", 2, MAX_GROUP_TILE + 4, 2 * (MAX_GROUP_TILE + 4) + 37),  # two column chunks, ragged last group
     ("looped", 4, MAX_GROUP_TILE + 2, MAX_GROUP_TILE + 2 + 5),
-    ("looped", 8, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 300),
+    ("looped", 8, MAX_GROUP_TILE + 2, MAX_GROUP_TILE + 2 + 300),
     ("general", 2, 3, 4001),  # several stats programs and several flat programs
     ("general", 4, 5, 2049),
     ("general", 1, 7, 1031),
     ("general", 2, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 33),  # stats kernel walks two column chunks
     ("general", 4, MAX_GROUP_TILE + 3, MAX_GROUP_TILE + 3 + 2),
+    ("general", 8, 7, 1001),  # byte-aligned but odd: pairs of values straddle groups
+    ("general", 8, MAX_GROUP_TILE + 1, MAX_GROUP_TILE + 1 + 300),
 ]
 
 
