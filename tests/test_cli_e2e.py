@@ -40,6 +40,7 @@ def test_each_quant_mode_records_one_complete_row(quant_mode_runs: Path) -> None
         assert set(COMMON_COLUMNS) <= set(r)
         assert r["status"] == "ok" and r["error"] == ""
         assert r["epochs"] == 12 and r["epochs_per_s"] > 0 and r["peak_mem_mb"] > 0
+        assert 0 < 10 / r["epochs_per_s"] <= r["train_s"] < r["wall_s"]  # train_s includes the warm-up epochs
         assert 0.0 <= r["test_acc"] <= 1.0 and r["act_mem_mb"] > 0
         assert r["config"]["seed"] == 0 and r["versions"]["torch"] and r["git_sha"]
         assert r["energy_backend"] == "none" and r["energy_kwh"] is None

@@ -252,6 +252,10 @@ def test_table2_and_table3_dry_runs_list_the_papers_segmentation_sweeps(tmp_path
     # MoNuSeg and CoNSeP, 10 seeds: the method, the threshold and the supervised baselines.
     assert len(jobs) == 2 * 3 * 10
     assert sum("method=csl" in j and "dataset=consep" in j for j in jobs) == 10
+    # The deliverable's protocol: CE on CoNSeP, MSE on MoNuSeg, selection on the training images' labels.
+    assert all("similarity=ce" in j for j in jobs if "method=csl" in j and "dataset=consep" in j)
+    assert all("similarity=mse" in j for j in jobs if "method=csl" in j and "dataset=monuseg" in j)
+    assert all("selection=train_labels" in j for j in jobs)
     assert not list(tmp_path.iterdir())
 
 
@@ -274,9 +278,14 @@ def test_table1_and_figure_dry_runs_list_the_papers_coreset_sweeps(tmp_path: Pat
     figure3 = _reproduce("figure3.sh", "--dry-run", cwd=tmp_path, **results)
     assert figure3.returncode == 0, figure3.stderr[-3000:]
     jobs = _listed_jobs(figure3.stdout)
-    # MCS, Rand and DM at six k, three training modes, 3 seeds; the full set under each training mode.
-    assert len(jobs) == 3 * 6 * 3 * 3 + 3 * 3
+    # MCS, Rand and DM at six k, three training modes, 3 seeds; the full set and DM at k = 5000 under each mode.
+    assert len(jobs) == 3 * 6 * 3 * 3 + 3 * 3 + 3 * 3
     assert all("dataset=mnist" in j and "model=mlp" in j for j in jobs)
+    # MCS trains with the generalized adversarial loss under both adversarial modes, plain under standard.
+    mcs = [j for j in jobs if "method=mcs" in j]
+    assert len(mcs) == 6 * 3 * 3
+    assert all(("generalized=True" in j and "weighted=True" in j) == ("train=standard" not in j) for j in mcs)
+    assert sum("method=dm" in j and "k=5000" in j for j in jobs) == 3 * 3
     assert not list(tmp_path.iterdir())
 
 

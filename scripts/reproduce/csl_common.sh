@@ -7,7 +7,9 @@
 #                  synthetic_nuclei runs without a download)
 #   SEEDS          comma-separated seeds (table2.sh default: 0,1,2; table3.sh default: 0,...,9)
 #   EPOCHS         epochs of every run (default: the dataset's protocol, 300 for MoNuSeg and CoNSeP)
-#   SIMILARITIES   comma-separated similarities of the method (default: mse)
+#   SIMILARITIES   comma-separated similarities of the method (default: the paper's per dataset, see similarity_of)
+#   SELECTION      how channel and epoch are chosen (default: train_labels, the paper's protocol: train on every
+#                  training image and choose on their labels; val_split holds 20 % of them out instead)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 for dataset in ${DATASETS}; do
@@ -17,8 +19,16 @@ for dataset in ${DATASETS}; do
            exit 2 ;;
     esac
 done
-SIMILARITIES="${SIMILARITIES:-mse}"
-CSL=(experiment=csl_segmentation "seed=${SEEDS}")
+CSL=(experiment=csl_segmentation "seed=${SEEDS}" "selection=${SELECTION:-train_labels}")
 if [[ -n "${EPOCHS:-}" ]]; then
     CSL+=("epochs=${EPOCHS}")
 fi
+
+# similarity_of DATASET: the similarity of the deliverable's result on DATASET (MSE on MoNuSeg, CE on CoNSeP),
+# unless SIMILARITIES is set.
+similarity_of() {
+    case "$1" in
+        consep) echo "${SIMILARITIES:-ce}" ;;
+        *) echo "${SIMILARITIES:-mse}" ;;
+    esac
+}

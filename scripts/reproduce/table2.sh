@@ -11,10 +11,10 @@ SEEDS="${SEEDS:-0,1,2}"
 source "$(dirname "$0")/csl_common.sh"
 
 for dataset in ${DATASETS}; do
-    sweep "${dataset}-patches" "${CSL[@]}" "dataset=${dataset}" method=csl "similarity=${SIMILARITIES}" \
+    sweep "${dataset}-patches" "${CSL[@]}" "dataset=${dataset}" method=csl "similarity=$(similarity_of "${dataset}")" \
         n_patches=5,10,15,20,25 patch_size=50
     # 50 x 50 at 10 patches is already in the sweep above.
-    sweep "${dataset}-patch-size" "${CSL[@]}" "dataset=${dataset}" method=csl "similarity=${SIMILARITIES}" \
+    sweep "${dataset}-patch-size" "${CSL[@]}" "dataset=${dataset}" method=csl "similarity=$(similarity_of "${dataset}")" \
         n_patches=10 patch_size=20,30,80,120
 done
 finish

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from sustainml_exp.results import atomic_write_bytes, atomic_write_text
 
-__all__ = ["DASH", "Section", "fmt", "fmt_sci", "is_missing", "knob_value", "latex", "latex_escape", "latex_message",
+__all__ = ["DASH", "Section", "fmt", "is_missing", "knob_value", "latex", "latex_escape", "latex_message",
            "markdown", "mean", "mean_std", "numeric", "save_figure", "seed_note", "tie_order",
            "write_table_files"]
 
@@ -81,12 +81,6 @@ def fmt(value: float | None, digits: int = 2) -> str:
     if value is None or not math.isfinite(value):
         return DASH
     return f"{value:.{digits}f}"
-
-
-def fmt_sci(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return DASH
-    return f"{value:.3g}"
 
 
 def mean(values: np.ndarray) -> float | None:

@@ -204,6 +204,48 @@ def test_hand_computed_loss_of_one_class_with_one_positive_and_one_negative() ->
         torch.testing.assert_close(loss, expected)
 
 
+def test_hand_computed_loss_of_two_classes_with_the_inter_class_term() -> None:
+    # One image, K = 2, three 1x1 patches per class on a 1x4 map, one anchor per class.
+    # Class 0: positive a0 = c0[0] I0; negatives c0[1] I1, c0[3] I3. Class 1: positives c1[2] I2 and
+    # a1 = c1[3] I3 (its anchor, rank 1); negative c1[1] I1. With s = -mean squared difference over RGB:
+    # class 0: intra = -s(a0, a0) + lse(s(a0, c0[1] I1), s(a0, c0[3] I3)); inter = -s(a0, a0) + lse over class 1's
+    #          positives of s(a0, .);
+    # class 1: intra = sum over its two positives p of [-s(a1, p) + s(a1, c1[1] I1)]; inter = the same with
+    #          s(a1, a0), class 0's only positive, in place of the negative. Divided by 1^2 anchors x 1 image.
+    c0 = [0.9, 0.3, 0.6, 0.2]
+    c1 = [0.1, 0.7, 0.8, 0.95]
+    conf = torch.tensor([[[c0], [c1]]], dtype=torch.float64, requires_grad=True)
+    pixels = [[1.0, 0.5, 0.25], [0.5, 0.5, 1.0], [0.2, 0.9, 0.4], [0.7, 0.1, 0.6]]
+    images = torch.tensor(pixels, dtype=torch.float64).T.reshape(1, 3, 1, 4)
+    draws = PatchDraws(patch_size=1, stride=1, grid_w=4, index=torch.tensor([[[0, 1, 3], [2, 3, 1]]]),
+                       positive=torch.tensor([[[True, False, False], [True, True, False]]]),
+                       anchor_rank=torch.tensor([[0], [1]]), mean_conf=conf.detach(),
+                       mean_entropy=torch.zeros(1, 2, 1, 4, dtype=torch.float64),
+                       weights=torch.ones(1, 2, 1, 4, dtype=torch.float64))
+
+    def patch(c: list[float], j: int) -> list[float]:
+        return [c[j] * v for v in pixels[j]]
+
+    def s(x: list[float], y: list[float]) -> float:
+        return -sum((u - v) ** 2 for u, v in zip(x, y)) / 3
+
+    def lse(*values: float) -> float:
+        return math.log(sum(math.exp(v) for v in values))
+
+    a0, a1, p1 = patch(c0, 0), patch(c1, 3), patch(c1, 2)
+    class0 = (-s(a0, a0) + lse(s(a0, patch(c0, 1)), s(a0, patch(c0, 3)))) + (-s(a0, a0) + lse(s(a0, p1), s(a0, a1)))
+    class1 = sum(-s(a1, p) + s(a1, patch(c1, 1)) for p in (p1, a1)) + sum(-s(a1, p) + s(a1, a0) for p in (p1, a1))
+    expected = torch.tensor(class0 + class1, dtype=torch.float64)
+    for loss_fn in (contrastive_loss, contrastive_loss_loop):
+        loss, reason = loss_fn(images, conf, draws, "mse")
+        assert reason == ""
+        torch.testing.assert_close(loss, expected)
+    # Without the inter-class term the loss would be the intra terms alone: the inter term is there.
+    intra_only = (-s(a0, a0) + lse(s(a0, patch(c0, 1)), s(a0, patch(c0, 3)))) + sum(
+        -s(a1, p) + s(a1, patch(c1, 1)) for p in (p1, a1))
+    assert abs(float(expected) - intra_only) > 1e-3
+
+
 @pytest.mark.parametrize("fill,reason", [(1.0, "class 1 has no negative patch in the batch"),
                                          (0.0, "class 1 has no positive patch in the batch")])
 def test_a_class_without_positives_or_negatives_skips_the_step(fill: float, reason: str) -> None:

@@ -25,8 +25,10 @@ def _records(results: Path) -> dict[str, dict]:
 def method_runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("csl_e2e")
     results = tmp / "results"
-    for method in ("csl", "threshold", "supervised"):
-        proc = run_cli(SML_RUN, *COMMON, f"method={method}", f"results_dir={results}", cwd=tmp)
+    # The threshold (no training) runs the paper's selection protocol: every training image, chosen on its labels.
+    for method, selection in (("csl", "val_split"), ("threshold", "train_labels"), ("supervised", "val_split")):
+        proc = run_cli(SML_RUN, *COMMON, f"method={method}", f"selection={selection}", f"results_dir={results}",
+                       cwd=tmp)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return results
 
@@ -43,8 +45,11 @@ def test_each_method_records_one_complete_row(method_runs: Path) -> None:
     for record in records.values():
         assert record["status"] == "ok" and record["error"] == "", record["error"]
         assert record["dataset"] == "synthetic_nuclei" and record["n_test"] == 8
-        assert record["n_train"] + record["n_val"] == 24 and record["n_val"] >= 1
-        assert len(record["test_dice_per_image"]) == 8
+        if record["selection"] == "train_labels":
+            assert record["n_train"] == record["n_val"] == 24
+        else:
+            assert record["n_train"] + record["n_val"] == 24 and record["n_val"] >= 1
+        assert len(record["test_dice_per_image"]) == 8 and 0 < record["train_s"] < record["wall_s"]
         assert record["test_dice"] == pytest.approx(np.mean(record["test_dice_per_image"]))
     csl, supervised, threshold = records["csl"], records["supervised"], records["threshold"]
     assert csl["n_params"] == 7372 and csl["n_params_with_featuriser"] == 7372 + 3386

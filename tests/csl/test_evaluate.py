@@ -25,7 +25,7 @@ def _square(size: int = 40, lo: int = 8, hi: int = 32) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("mode", ["paper", "open3_close1"])
 def test_opening_removes_a_speck_and_keeps_the_body(mode: str) -> None:
     mask = _square()
     mask[2, 36] = True  # isolated pixel, far from the square
@@ -37,27 +37,39 @@ def test_opening_removes_a_speck_and_keeps_the_body(mode: str) -> None:
     assert not out[:6].any() and not out[:, :6].any()
 
 
-@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("mode", ["paper", "open3_close1"])
 def test_closing_fills_a_one_pixel_hole(mode: str) -> None:
     mask = _square()
     mask[20, 20] = False
     assert postprocess(mask, mode)[20, 20]
 
 
-def test_paper_and_reference_differ_on_a_three_pixel_hole() -> None:
-    # Closing with disk(1) cannot fill the centre of a 3x3 hole; the reference's closing with disk(3) can.
+def test_the_two_readings_differ_on_a_three_pixel_hole() -> None:
+    # Closing with disk(1) alone cannot fill the centre of a 3x3 hole; the paper's closing with disk(3) can.
     mask = _square()
     mask[19:22, 19:22] = False
-    paper, reference = postprocess(mask, "paper"), postprocess(mask, "reference")
-    assert not paper[20, 20]
-    assert reference[19:22, 19:22].all()
-    assert not np.array_equal(paper, reference)
+    paper, other = postprocess(mask, "paper"), postprocess(mask, "open3_close1")
+    assert paper[19:22, 19:22].all()
+    assert not other[20, 20]
+    assert not np.array_equal(paper, other)
+
+
+def test_outside_the_image_is_background_as_in_scipy_ndimage() -> None:
+    # A closing's erosion sees background beyond the border: on a mask that fills the image, the paper's closing
+    # at radius 3 strips a 3-pixel band and the closing at radius 1 a 1-pixel ring (scikit-image's closing would
+    # keep the mask whole).
+    full = np.ones((12, 12), dtype=bool)
+    paper = postprocess(full, "paper")
+    assert not paper[:3].any() and not paper[-3:].any() and not paper[:, :3].any() and not paper[:, -3:].any()
+    assert paper[4:8, 4:8].all() and paper[3:9, 3:9].sum() == 32  # disk(3)-rounded corners
+    other = postprocess(full, "open3_close1")
+    assert other[1:-1, 1:-1].all() and other.sum() == 10 * 10
 
 
 def test_postprocess_accepts_a_torch_mask_and_rejects_unknown_modes() -> None:
     mask = _square()
     assert np.array_equal(postprocess(torch.from_numpy(mask), "paper"), postprocess(mask, "paper"))
-    with pytest.raises(ConfigError, match="postprocess='open3'.*allowed: paper, reference"):
+    with pytest.raises(ConfigError, match="postprocess='open3'.*allowed: paper, open3_close1"):
         postprocess(mask, "open3")
 
 

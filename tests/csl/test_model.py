@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from sustainml_exp.families.csl_segmentation.model import (
     REFERENCE_FEATURISER_PARAMS,
@@ -15,10 +16,31 @@ from sustainml_exp.families.csl_segmentation.model import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_reference_network_has_7372_trainable_parameters_and_the_paper_counts_10_8k() -> None:
+def test_built_network_has_the_reference_layers_and_7372_trainable_parameters() -> None:
     model = ConfidenceNet(in_channels=3, n_classes=4)
-    assert n_trainable_params(model) == 7372
-    assert round((7372 + REFERENCE_FEATURISER_PARAMS) / 1000, 1) == 10.8
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    # Stem 3 -> 8, twelve 8 -> 8 convolutions (two per dilation), a 1x1 head 8 -> 4 with the only bias.
+    assert [tuple(c.weight.shape) for c in convs] == [(8, 3, 3, 3)] + [(8, 8, 3, 3)] * 12 + [(4, 8, 1, 1)]
+    assert [c.dilation[0] for c in convs[1:-1]] == [d for d in (1, 2, 3, 5, 10, 20) for _ in range(2)]
+    assert [c.bias is not None for c in convs] == [False] * 13 + [True]
+    assert [n.num_features for n in norms] == [8] * 13
+    counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counted == n_trainable_params(model) == 7372
+
+
+def test_the_papers_10_8k_adds_the_reference_codes_unused_featuriser() -> None:
+    # The reference code's FeatureNetwork (one input channel): conv 3x3 1 -> 8 with bias + BN, then two
+    # stride-2 dilation-2 convolutions 8 -> 8 and 8 -> 1 without bias + BN, then a linear 81 -> 32.
+    featuriser = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ELU(),
+        nn.Conv2d(8, 8, 3, stride=2, dilation=2, bias=False), nn.BatchNorm2d(8), nn.ELU(),
+        nn.Conv2d(8, 1, 3, stride=2, dilation=2, bias=False), nn.BatchNorm2d(1), nn.ELU(),
+        nn.Flatten(), nn.Linear(81, 32))
+    assert featuriser(torch.rand(2, 1, 50, 50)).shape == (2, 32)  # 81 = the 9 x 9 maps of a 50 x 50 patch
+    assert n_trainable_params(featuriser) == REFERENCE_FEATURISER_PARAMS
+    total = n_trainable_params(ConfidenceNet()) + n_trainable_params(featuriser)
+    assert round(total / 1000, 1) == 10.8
 
 
 def test_parameter_count_follows_classes_and_input_channels() -> None:

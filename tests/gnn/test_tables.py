@@ -34,8 +34,11 @@ def _row(dataset: str, quant: str, seed: int, *, G_R: int = 64, vm: bool = False
         "run_id": f"{dataset}-{quant}-{G_R}-{vm}-{seed}-{status}", "experiment": "gnn_blockquant",
         "dataset": dataset, "method": quant, "seed": seed, "status": status,
         "error": "" if status == "ok" else "RuntimeError: boom", "epochs": 20, "epochs_per_s": 10.0 + seed,
-        "peak_mem_mb": 500.0, "peak_mem_source": "cpu:process_max_rss", "n_params": 1234, "energy_kwh": None,
-        "co2_g": None, "device": "cpu", "gpu_name": "", "quant": quant, "bits": 32 if quant == "fp32" else 2,
+        "peak_mem_mb": 500.0, "peak_mem_source": "cpu:process_max_rss", "n_params": 1234,
+        "energy_kwh": 2e-4 * (seed + 1) if quant == "fp32" else None,
+        "co2_g": 0.1 * (seed + 1) if quant == "fp32" else None,
+        "train_s": 4.0 + seed, "wall_s": 6.0 + 2 * seed, "device": "cpu", "gpu_name": "", "quant": quant,
+        "bits": 32 if quant == "fp32" else 2,
         "kept_frac": 0.125, "G_R": G_R, "vm": vm, "group_cap": None, "fp32_tail": False,
         "store_rp_matrix": False, "num_layers": N_LAYERS, "hidden": 128, "test_acc": test_acc,
         "val_acc": test_acc + 0.01, "act_mem_mb": act_mem_mb,
@@ -99,6 +102,11 @@ def test_table4_mean_std_from_ok_rows_only(tables_dir: Path) -> None:
     assert fp32[header.index("n")] == "3"
     assert fp32[header.index("Acc (%)")] == f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f}"
     assert fp32[header.index("M (MB)")] == "786.00"
+    # Seeds 0, 1, 2: train 4 / 5 / 6 s, wall 6 / 8 / 10 s, 2 / 4 / 6 e-4 kWh, 0.1 / 0.2 / 0.3 g; EXACT unmetered.
+    costs = [header.index(c) for c in ("Train (s)", "Wall (s)", "Energy (kWh)", "CO2 (g)")]
+    assert [fp32[i] for i in costs] == ["5.00 ± 1.00", "8.00 ± 2.00", "4.00e-04 ± 2.0e-04", "0.200 ± 0.100"]
+    exact = next(r for r in rows if r[0] == "EXACT INT2 D/R=8")
+    assert [exact[i] for i in costs] == ["5.00 ± 1.00", "8.00 ± 2.00", "–", "–"]
     assert "99999" not in markdown
     labels = [r[0] for r in rows]
     assert labels == ["FP32", "EXACT INT2 D/R=8", "INT2 block G/R=2", "INT2 block G/R=64", "EXACT INT2 D/R=8 + VM"]

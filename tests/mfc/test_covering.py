@@ -1,4 +1,4 @@
-"""Covering algorithms against brute force on tiny point sets, and their bounds on a digits class."""
+"""Distances, k-center and the MFC searches (fixed k, fixed eta) against brute force and HiGHS."""
 
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ from sustainml_exp.families.mfc_coreset.selection.covering import (
     assign_to_centres,
     coverage_matrix,
     greedy_kcenter,
-    greedy_set_cover,
     min_cover,
     min_radius_cover,
-    packing_lower_bound,
     pad_farthest,
     pairwise_distances,
-    solve_highs,
     verify_certificate,
 )
+from sustainml_exp.families.mfc_coreset.selection.highs import solve_highs
+from sustainml_exp.families.mfc_coreset.selection.setcover import greedy_set_cover
 
 
 def _tiny_instances(count: int, n: int = 9, dim: int = 3) -> list[torch.Tensor]:
@@ -79,13 +78,33 @@ def test_min_radius_cover_finds_the_smallest_eta(one_thread) -> None:
     for dist in _tiny_instances(6):
         for k in (2, 3):
             found = min_radius_cover(dist, k, first=0)
-            assert found.status == "optimal" and found.undecided == 0 and found.k <= k
-            assert found.eta == pytest.approx(_brute_kcenter_radius(dist, k), abs=0.0)
+            assert found.status == "optimal" and found.gap == 0 and found.undecided == 0 and found.k <= k
+            assert found.eta == _brute_kcenter_radius(dist, k) == found.eta_lower
             assert verify_certificate(dist, found.centres, found.eta)
+            assert sum(found.decided_by.values()) == found.steps
             # One distance below eta the exact solver needs more than k centres.
             smaller = dist[dist < found.eta].max()
             below = min_cover(dist, float(smaller))
             assert below.status == "optimal" and below.k > k
+
+
+def test_eta_bounds_bracket_the_brute_force_radius_whatever_stops_the_search(one_thread) -> None:
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(6):
+        n = 12
+        dist = pairwise_distances(torch.rand(n, 4, generator=gen))
+        for k in (2, 3, 4):
+            optimum = _brute_kcenter_radius(dist, k)
+            for solver, steps in (("greedy", 100), ("exact", 1), ("exact", 2), ("exact", 100)):
+                found = min_radius_cover(dist, k, first=trial % n, solver=solver, max_steps=steps)
+                assert found.eta_lower <= optimum <= found.eta, (trial, k, solver, steps)
+                assert found.gap == pytest.approx((found.eta - found.eta_lower) / found.eta)
+                assert (found.status == "optimal") == (found.gap == 0) or solver == "greedy"
+                assert found.k <= k and verify_certificate(dist, found.centres, found.eta)
+                assert found.trace[-1][1:] == (found.eta, found.eta_lower)
+                # The bracket only ever narrows.
+                uppers, lowers = [t[1] for t in found.trace], [t[2] for t in found.trace]
+                assert uppers == sorted(uppers, reverse=True) and lowers == sorted(lowers)
 
 
 def test_milp_optimum_equals_brute_force_and_sits_between_the_bounds(one_thread) -> None:
@@ -94,12 +113,12 @@ def test_milp_optimum_equals_brute_force_and_sits_between_the_bounds(one_thread)
             eta = float(torch.quantile(dist.flatten(), quantile))
             exact = min_cover(dist, eta)
             assert exact.status == "optimal" and exact.gap == 0
-            assert exact.k == _brute_min_cover(dist, eta)
+            assert exact.k == _brute_min_cover(dist, eta) == exact.lower_bound
             assert exact.lower_bound <= exact.k <= exact.k_greedy
             assert verify_certificate(dist, exact.centres, eta)
 
 
-def test_lp_lower_bound_exact_and_greedy_sandwich_on_digits(digits_train, one_thread) -> None:
+def test_fixed_eta_on_digits_matches_the_milp_and_its_bounds_sandwich_it(digits_train, one_thread) -> None:
     dist = _digits_class(digits_train, 3)
     for eta in (1.2, 1.6, 2.0):
         covers = dist <= eta
@@ -108,15 +127,15 @@ def test_lp_lower_bound_exact_and_greedy_sandwich_on_digits(digits_train, one_th
         assert sparse.nnz == int(covers.sum())
         lp = solve_highs(sparse, integer=False, time_limit_s=30)
         milp = solve_highs(sparse, integer=True, time_limit_s=30, start=greedy)
-        assert lp.solved and milp.solved
-        packing = packing_lower_bound(covers)
-        assert packing <= lp.objective + 1e-6 <= len(milp.centres) + 1e-6 and len(milp.centres) <= len(greedy)
+        assert lp.solved and milp.solved and len(milp.centres) <= len(greedy)
         assert verify_certificate(dist, greedy, eta) and verify_certificate(dist, milp.centres, eta)
         exact = min_cover(dist, eta)
-        assert exact.k == len(milp.centres) and exact.lp_bound == pytest.approx(lp.objective)
+        assert exact.status == "optimal" and exact.k == len(milp.centres)
+        # Lagrangian <= LP <= MILP (weak duality), and its ceiling is a lower bound the search may use.
+        assert exact.lagrangian_bound <= lp.objective + 1e-6 and exact.lower_bound == exact.k
 
 
-def test_a_timed_out_milp_keeps_its_best_cover_and_gap(one_thread) -> None:
+def test_a_time_limit_keeps_a_valid_cover_and_a_certified_gap(one_thread) -> None:
     gen = torch.Generator().manual_seed(1)
     dist = pairwise_distances(torch.rand(200, 20, generator=gen))
     eta = float(torch.quantile(dist.flatten(), 0.1))
@@ -130,12 +149,28 @@ def test_a_timed_out_milp_keeps_its_best_cover_and_gap(one_thread) -> None:
     nothing = solve_highs(sparse, integer=True, time_limit_s=1e-6)
     assert nothing.model_status == "kTimeLimit" and nothing.centres is None
     result = min_cover(dist, eta, time_limit_s=1e-6)
-    assert result.status == "time_limit" and 0 < result.gap < 1 and math.isnan(result.lp_bound)
+    assert result.status == "feasible" and result.time_limited and 0 < result.gap < 1
     assert result.lower_bound < result.k <= len(greedy) and verify_certificate(dist, result.centres, eta)
     assert result.multiplicities.sum() == 200
     limited = min_radius_cover(dist, 15, time_limit_s=1e-6)
-    assert limited.status == "time_limit" and limited.undecided > 0 and limited.k <= 15
-    assert verify_certificate(dist, limited.centres, limited.eta) and limited.eta_lower <= limited.eta
+    assert limited.status == "feasible" and limited.time_limited and limited.steps == 0 and limited.k <= 15
+    # Nothing decided: the bracket is farthest-first's, [the smallest distance >= r_g / 2, r_g].
+    radius = limited.kcenter_radius
+    assert limited.eta == radius and limited.eta_lower == float(dist[dist >= radius / 2].min())
+    assert limited.gap == pytest.approx((radius - limited.eta_lower) / radius) and limited.gap <= 0.5
+    assert verify_certificate(dist, limited.centres, limited.eta)
+    enough = min_radius_cover(dist, 15, time_limit_s=60, target_gap=0.2)
+    assert enough.gap <= 0.2 and not enough.time_limited and enough.eta <= limited.eta
+
+
+def test_bad_arguments_say_what_is_allowed() -> None:
+    dist = _tiny_instances(1)[0]
+    for kwargs, message in (({"solver": "lp"}, "solver='lp'; allowed: exact, greedy"),
+                            ({"time_limit_s": 0}, "time_limit_s=0; allowed: time_limit_s > 0"),
+                            ({"target_gap": 1.0}, "target_gap=1.0; allowed: 0 <= target_gap < 1"),
+                            ({"max_steps": 0}, "max_steps=0; allowed: max_steps >= 1")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            min_radius_cover(dist, 2, **kwargs)
 
 
 def test_mfc_never_needs_more_centres_than_greedy_and_multiplicities_count_the_class(digits_train,
@@ -146,8 +181,8 @@ def test_mfc_never_needs_more_centres_than_greedy_and_multiplicities_count_the_c
         greedy = min_radius_cover(dist, 6, first=0, solver="greedy")
         assert exact.status == "optimal" and greedy.status == "greedy"
         assert exact.k <= exact.k_greedy and exact.k <= 6
-        assert exact.eta <= greedy.eta <= exact.kcenter_radius
-        assert exact.eta_lower <= exact.eta and exact.kcenter_radius / 2 <= exact.eta
+        assert exact.eta <= greedy.eta <= exact.kcenter_radius and greedy.eta_lower <= exact.eta
+        assert exact.eta_lower == exact.eta and exact.kcenter_radius / 2 <= exact.eta
         assert exact.multiplicities.sum() == len(dist) and np.all(exact.multiplicities >= 1)
         assignment, multiplicities, certificate = assign_to_centres(dist, exact.centres)
         assert np.array_equal(multiplicities, exact.multiplicities) and certificate == exact.certificate

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from sustainml_exp.errors import ConfigError
-from sustainml_exp.families.mfc_coreset.config import MCSConfig, MFCRunConfig
+from sustainml_exp.families.mfc_coreset.config import MCS_STATUSES, MCSConfig, MFCRunConfig
 from sustainml_exp.families.mfc_coreset.data import TrainSet
 from sustainml_exp.families.mfc_coreset.selection import make_selector
 from sustainml_exp.families.mfc_coreset.selection.covering import (
-    STATUSES,
     min_cover,
     pairwise_distances,
     verify_certificate,
@@ -55,12 +54,15 @@ def test_every_class_is_certified_within_eta_by_its_own_centres(digits_subset, d
     assert result.images is None and result.indices.dtype == np.int64
     assert np.all(np.diff(result.indices) > 0) and len(result.indices) == K * 10
     info = result.info
-    assert info["mcs_certified"] is True and info["mcs_status"] in STATUSES and info["mcs_gap"] >= 0
+    assert info["mcs_certified"] is True and info["mcs_status"] in MCS_STATUSES and info["mcs_gap"] >= 0
     assert 0 < info["eta_mean"] <= info["eta"] and info["mcs_eta_lower"] <= info["eta"]
     assert info["mcs_k_cover"] <= info["mcs_k_greedy"] and info["mcs_k_cover"] + info["mcs_padded"] == K * 10
     assert info["mcs_lower_bound"] <= info["mcs_k_cover"]
+    gaps = [float(g) for g in info["mcs_class_gaps"].split()]
+    assert len(gaps) == 10 and max(gaps) == pytest.approx(info["mcs_gap"], abs=1e-4)
+    assert info["mcs_undecided"] <= info["mcs_steps"] and info["mcs_highs_decisions"] <= info["mcs_steps"]
     if info["mcs_status"] == "optimal":
-        assert info["mcs_time_limited_classes"] == 0 and info["mcs_lp_bound"] <= info["mcs_k_cover"] + 1e-6
+        assert info["mcs_time_limited_classes"] == 0 and info["mcs_gap"] == 0
     labels = digits_subset.y.numpy()
     for c in range(10):
         members = digits_subset.class_indices(c)
@@ -88,9 +90,12 @@ def test_exact_beats_or_ties_greedy_and_each_class_is_at_its_smallest_eta(digits
                                                                           one_thread) -> None:
     exact = digits_mcs
     greedy = _selector(solver="greedy").select(digits_subset, K, seed=0)
-    assert greedy.info["mcs_status"] == "greedy" and np.isnan(greedy.info["mcs_lp_bound"])
+    assert greedy.info["mcs_status"] == "greedy" and greedy.info["mcs_highs_decisions"] == 0
     assert exact.info["mcs_status"] == "optimal" and exact.info["mcs_gap"] == 0 and exact.info["mcs_padded"] == 0
+    assert exact.info["mcs_class_gaps"] == " ".join(["0"] * 10)
     assert exact.info["eta"] <= greedy.info["eta"] and exact.info["mcs_k_cover"] <= exact.info["mcs_k_greedy"]
+    # Greedy's certified bracket holds the proven optimum.
+    assert greedy.info["mcs_eta_lower"] <= exact.info["eta"] <= greedy.info["eta"]
     # Proven optimal and unpadded, the worst class's radius is eta, and one distance below it needs more than K.
     radii = [_class_radius(digits_subset, exact.indices, c) for c in range(10)]
     assert max(radii) == exact.info["eta"]
@@ -126,14 +131,21 @@ def test_k_larger_than_a_class_is_a_config_error(digits_train) -> None:
 def test_bench_script_runs_and_its_json_parses(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_mfc.py"), "--dataset", "synthetic", "--n", "300", "--k", "10",
-         "--time-limit", "0.1", "--naive-sample", "60", "--device", "cpu", "--threads", "1", "--json", str(out)],
+        [sys.executable, str(REPO / "scripts" / "bench_mfc.py"), "--dataset", "synthetic", "--n", "300", "--k", "5",
+         "10", "--time-limit", "2", "--naive-sample", "60", "--device", "cpu", "--threads", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "greedy k at eta" in proc.stdout and "synthetic" in proc.stdout
+    assert "reached (s)" in proc.stdout and "synthetic" in proc.stdout and "decisions by" in proc.stdout
     figures = json.loads(out.read_text())
-    assert figures["n"] == 300 and figures["dim"] == 784 and figures["k"] == 10
-    assert figures["certified"] is True and figures["status"] in STATUSES
-    assert figures["k_exact"] <= figures["k_greedy"] and figures["lower_bound"] <= figures["k_exact"] <= 10
-    assert figures["kcenter_radius"] / 2 <= figures["eta_lower"] <= figures["eta"] <= figures["kcenter_radius"]
-    assert figures["distance_max_abs_diff"] < 1e-4 and figures["naive_class_s_extrapolated"] > 0
+    assert figures["n"] == 300 and figures["dim"] == 784 and figures["distance_max_abs_diff"] < 1e-4
+    assert figures["naive_class_s_extrapolated"] > 0
+    searches = figures["searches"]
+    assert [(s["k"], s["solver"]) for s in searches] == [(5, "greedy"), (5, "exact"), (10, "greedy"), (10, "exact")]
+    for search in searches:
+        assert search["certified"] is True and search["status"] in MCS_STATUSES
+        assert search["cover_size"] <= search["k_greedy"] and search["cover_lower_bound"] <= search["cover_size"]
+        assert search["cover_size"] <= search["k"]
+        assert search["kcenter_radius"] / 2 <= search["eta_lower"] <= search["eta"] <= search["kcenter_radius"]
+        assert search["gap"] == pytest.approx((search["eta"] - search["eta_lower"]) / search["eta"])
+    # The target applies at k = 10 (10 %); none is set for k = 5.
+    assert searches[0]["target_gap"] is None and searches[2]["target_gap"] == 0.10

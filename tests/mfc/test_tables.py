@@ -22,6 +22,7 @@ MNIST_MCS = ((0.97, 0.92), (0.96, 0.93), (0.95, 0.94))
 MNIST_FULL = ((0.99, 0.95), (0.98, 0.96))
 MNIST_MCS_WEIGHTED = ((0.80, 0.70), (0.82, 0.74))
 FIGURE_KS = (50, 100, 200)
+COSTS = ["Select (s)", "Train (s)", "Wall (s)", "Energy (kWh)", "CO2 (g)"]
 
 
 def _row(dataset: str, method: str, seed: int, *, k: int = 50, model: str = "resnet18", train: str = "pgd_linf",
@@ -33,17 +34,19 @@ def _row(dataset: str, method: str, seed: int, *, k: int = 50, model: str = "res
     return {
         "run_id": f"{dataset}-{method}-{k}-{model}-{train}-{weighted}-{epochs}-{seed}-{status}",
         "experiment": "mfc_coreset", "dataset": dataset, "method": method, "seed": seed, "status": status,
-        "error": "" if ok else "RuntimeError: boom", "started_utc": "2025-01-01T00:00:00Z", "wall_s": 12.0,
+        "error": "" if ok else "RuntimeError: boom", "started_utc": "2025-01-01T00:00:00Z", "wall_s": 12.0 + seed,
         "epochs": epochs, "k": k, "model": model, "train": train, "norm": norm,
         "eps": eps_linf if norm == "linf" else eps_l2, "eps_linf": eps_linf, "eps_l2": eps_l2,
-        "weighted": weighted, "generalized": generalized, "eta": 1.5 if method == "mcs" else NAN, "select_s": 0.1,
+        "weighted": weighted, "generalized": generalized, "eta": 1.5 if method == "mcs" else NAN,
+        "select_s": 0.1 * (seed + 1), "energy_kwh": 1e-4 * (seed + 1), "co2_g": 0.05 * (seed + 1),
         "std_acc": std if ok else NAN, "rob_acc_pgd_linf": linf if ok else NAN,
         "rob_acc_pgd_l2": l2 if ok else NAN, "rob_acc_aa": aa if ok else NAN,
         "rob_acc_apgd_ce": aa if ok else NAN, "rob_acc_apgd_dlr": aa if ok else NAN,
         "n_selected": 10 * k, "n_train_full": 60000, "mcs_gap": 0.0 if method == "mcs" else NAN,
         "mcs_status": "optimal" if method == "mcs" else "", "mcs_k_greedy": k if method == "mcs" else NAN,
-        "pgd_steps": 20, "aa_steps": 100, "aa_restarts": 5, "train_s": 10.0, "epochs_per_s": 2.0,
+        "pgd_steps": 20, "aa_steps": 100, "aa_restarts": 5, "train_s": 10.0 + seed, "epochs_per_s": 2.0,
         "n_params": 11_000_000,
+        "condense_protocol": ("short" if dataset == "digits" else "published") if method in ("dm", "gm", "tm") else "",
     }
 
 
@@ -88,6 +91,7 @@ def _fake_frame() -> pd.DataFrame:
         for k in (5, 10):
             rows.append(_row("digits", "mcs", 0, k=k, model="mlp", train=train, std=0.8 + k / 100, linf=0.5,
                              l2=0.6))
+    rows.append(_row("digits", "tm", 0, k=5, model="mlp", std=0.7, linf=0.4, l2=0.5))
     return pd.DataFrame(rows)
 
 
@@ -126,26 +130,37 @@ def test_table1_mean_std_and_paper_columns(tables_dir: Path) -> None:
     md = (tables_dir / "table1.md").read_text()
     assert md.index("## mnist") < md.index("## cifar10") < md.index("## digits")
     rows = _table_rows(md, "mnist")
-    assert rows[0] == ["Method", "n", "STD (%)", "ROB (%)", "D3.2 / paper STD (%)", "D3.2 / paper ROB (%)"]
+    assert rows[0] == ["Method", "n", "STD (%)", "ROB (%)", *COSTS, "D3.2 / paper STD (%)", "D3.2 / paper ROB (%)"]
     by_label = {r[0]: r[1:] for r in rows[1:]}
+    # Seeds 0, 1, 2: select 0.1 / 0.2 / 0.3 s, train 10 / 11 / 12 s, wall 12 / 13 / 14 s, energy 1, 2, 3 e-4 kWh,
+    # CO2 0.05 / 0.10 / 0.15 g.
+    assert by_label["Rand"][3:8] == ["0.200 ± 0.100", "11.0 ± 1.0", "13.0 ± 1.0", "2.00e-04 ± 1.0e-04",
+                                     "0.100 ± 0.050"]
+    by_label = {label: cells[:3] + cells[8:] for label, cells in by_label.items()}  # quality and paper cells
     assert list(by_label) == ["Raw (full)", "Rand", "MCS", "MCS (weighted=True, generalized=False)", "Craig", "GradM",
                               "SubMod", "DM", "GM", "TM"]
     assert _cell([0.95, 0.96, 0.94]) == "95.00 ± 1.00"
-    assert by_label["Rand"] == ["3", "95.00 ± 1.00", _cell([0.90, 0.93, 0.91]), "95.15", "92.50"]
-    assert by_label["MCS"] == ["3", _cell([0.97, 0.96, 0.95]), _cell([0.92, 0.93, 0.94]), "96.42", "92.83"]
+    assert by_label["Rand"] == ["3", "95.00 ± 1.00", _cell([0.90, 0.93, 0.91]), "95.15 ± 0.14", "92.50 ± 0.37"]
+    assert by_label["MCS"] == ["3", _cell([0.97, 0.96, 0.95]), _cell([0.92, 0.93, 0.94]), "96.42 ± 0.21",
+                               "92.83 ± 0.07"]
     assert by_label["MCS (weighted=True, generalized=False)"] == ["2", _cell([0.80, 0.82]), _cell([0.70, 0.74]),
                                                                    "–", "–"]
     assert by_label["Raw (full)"] == ["2", _cell([0.99, 0.98]), _cell([0.95, 0.96]), "–", "–"]
-    assert by_label["DM"] == ["1", "96.50", "91.00", "96.70", "91.20"]  # one run: its value, no ± std
-    assert by_label["Craig"] == ["0", "–", "–", "87.02", "72.45"]
+    assert by_label["DM"] == ["1", "96.50", "91.00", "96.70 ± 0.09", "91.20 ± 0.27"]  # one run: no ± std
+    assert by_label["Craig"] == ["0", "–", "–", "87.02 ± 0.81", "72.45 ± 1.11"]
     for label, method in (("GradM", "gradmatch"), ("SubMod", "submod"), ("GM", "gm"), ("TM", "tm")):
-        assert by_label[label][3:] == [f"{v:.2f}" for v in PAPER_TABLE1["mnist"][method]]
-    # Paper columns hold exactly the spec's entries and nothing for datasets it does not quote.
+        assert by_label[label][3:] == [f"{m:.2f} ± {s:.2f}" for m, s in PAPER_TABLE1["mnist"][method]]
+    # Paper columns hold the deliverable's entries and nothing for datasets it does not report.
     cifar = {r[0]: r[1:] for r in _table_rows(md, "cifar10")[1:]}
-    assert cifar["SubMod"][3:] == ["38.21", "9.14"] and cifar["Raw (full)"][3:] == ["–", "–"]
+    assert cifar["SubMod"][-2:] == ["38.21 ± 0.91", "9.14 ± 0.26"] and cifar["Raw (full)"][-2:] == ["–", "–"]
+    assert cifar["Rand"][3:8] == ["0.150 ± 0.071", "10.5 ± 0.7", "12.5 ± 0.7", "1.50e-04 ± 7.1e-05",
+                                  "0.0750 ± 0.0354"]
     digits = {r[0]: r[1:] for r in _table_rows(md, "digits")[1:]}
-    assert all(cells[3:] == ["–", "–"] for cells in digits.values())
-    assert "quotes no Table 1 numbers for digits" in _section_notes(md, "digits")
+    assert all(cells[-2:] == ["–", "–"] for cells in digits.values())
+    # The digits' short condensation protocol is named in the row; MNIST's published one is not.
+    assert digits["TM [short protocol]"][:3] == ["1", "70.00", "40.00"] and "DM" in digits  # DM: no runs, no tag
+    assert "TM" in by_label and "'short' is the embedded digits' (DM 100, GM 1, TM 20 iterations" in md
+    assert "Table 1 has no digits results" in _section_notes(md, "digits")
     tex = (tables_dir / "table1.tex").read_text()
     assert r"\multicolumn{2}{c}{D3.2 / paper}" in tex and r"95.00 $\pm$ 1.00" in tex and r"\textbf{mnist}" in tex
 
@@ -195,7 +210,8 @@ def test_figure3_panels_and_points(tables_dir: Path) -> None:
     assert "No runs with train = pgd_l2 (empty panel)." in md
     assert "1 run(s) with status other than ok are excluded (1 oom)." in md  # this figure's runs only
     rows = _table_rows(md, "train = pgd_linf")
-    assert rows[0] == ["Method", "k", "n", "Test (%)", "Linf-robust (%)", "L2-robust (%)"]
+    assert rows[0] == ["Method", "k", "n", "Test (%)", "Linf-robust (%)", "L2-robust (%)", *COSTS]
+    rows = [row[:6] for row in rows]
     assert [(r[0], r[1]) for r in rows[1:]] == [(m, str(k)) for m in ("MCS", "Rand", "DM") for k in FIGURE_KS] + [
         ("Raw (full)", "full")]
     runs = [_figure_accuracy("mcs", 100, "pgd_linf", seed) for seed in (0, 1)]
@@ -204,7 +220,7 @@ def test_figure3_panels_and_points(tables_dir: Path) -> None:
     # The epochs=5 Rand run at k=100 is excluded: two runs remain.
     assert rows[5][:3] == ["Rand", "100", "2"]
     assert "1 run(s) at other settings are not included." in _section_notes(md, "train = pgd_linf")
-    standard = {(r[0], r[1]): r[2:] for r in _table_rows(md, "train = standard")[1:]}
+    standard = {(r[0], r[1]): r[2:6] for r in _table_rows(md, "train = standard")[1:]}
     full = [_figure_accuracy("full", 0, "standard", seed) for seed in (0, 1)]
     assert standard[("Raw (full)", "full")] == ["2", *(_cell([r[i] for r in full]) for i in range(3))]
     png = matplotlib.image.imread(tables_dir / "figure3.png")
@@ -219,7 +235,8 @@ def test_figure4_reports_the_paper_point_and_ours(tables_dir: Path) -> None:
     assert "DM with k = 4000 reaches 68.86 % test vs 64.59 % with the full data, but 12.98 % robust vs 36.21 %" in md
     assert "This reproduction: DM k = 4000 70.00 % test, 12.00 % linf-robust; full 66.00 % test, 35.00 %" in md
     rows = {(r[0], r[1]): r[2:] for r in _table_rows(md, "train = pgd_linf")[1:]}
-    assert rows[("DM", "4000")] == ["1", "70.00", "12.00", "–"]  # no l2 result: a dash, not a crash
+    assert rows[("DM", "4000")][:4] == ["1", "70.00", "12.00", "–"]  # no l2 result: a dash, not a crash
+    assert rows[("DM", "4000")][4:] == ["0.100", "10.0", "12.0", "1.00e-04", "0.0500"]  # one run: no ± std
     assert "No runs with train = standard, pgd_l2 (empty panels)." in md
     assert "status other than ok" not in md  # the failed runs are MNIST's
 
@@ -242,7 +259,7 @@ def test_missing_columns_do_not_crash(tmp_path: Path) -> None:
     assert rand[2] == _cell([0.92, 0.95, 0.93])  # PGD-linf fallback
     assert "ROB is PGD-linf" in md
     pgd = _table_rows((tmp_path / "figure3.md").read_text(), "train = pgd_linf")
-    assert pgd[1][-1] == "–"
+    assert pgd[1][5] == "–"
 
 
 def test_empty_and_all_failed_frames_write_messages(tmp_path: Path) -> None:
@@ -256,3 +273,19 @@ def test_empty_and_all_failed_frames_write_messages(tmp_path: Path) -> None:
     write_tables(failed, [], tmp_path / "failed")
     text = (tmp_path / "failed" / "table1.md").read_text()
     assert "nothing to show" in text and "2 run(s) with status other than ok are excluded (1 failed, 1 oom)." in text
+
+
+def test_table1_states_the_mcs_covering_status_and_gap_per_class(tmp_path: Path) -> None:
+    rows = [_row("mnist", "rand", 0)]
+    for seed, (status, gaps) in enumerate((("optimal", "0.0000 0.0100 0.0000"), ("feasible", "0.0200 0.0000 0.0300"))):
+        rows.append({**_row("mnist", "mcs", seed), "mcs_status": status, "mcs_class_gaps": gaps,
+                     "mcs_gap": max(float(g) for g in gaps.split())})
+    write_tables(pd.DataFrame(rows), [], tmp_path)
+    table1 = (tmp_path / "table1.md").read_text()
+    # The worst status of the two runs, and per class the larger of their gaps, in %.
+    assert ("MCS covering: status feasible; certified gap of eta (eta - proven lower bound) / eta per class "
+            "2, 1, 3 % (largest over the 2 runs).") in table1
+    rows = [{**row, "mcs_class_gaps": NAN} for row in rows]  # records written before the per-class gaps
+    write_tables(pd.DataFrame(rows), [], tmp_path)
+    assert "status feasible; certified gap of eta (eta - proven lower bound) / eta largest class 3 %" in (
+        tmp_path / "table1.md").read_text()

@@ -11,7 +11,11 @@ from sustainml_exp.errors import ConfigError
 SEG_DATASETS = ("synthetic_nuclei", "monuseg", "consep")
 SEG_METHODS = ("csl", "threshold", "supervised")
 SIMILARITIES = ("mse", "ce")
-POSTPROCESSING = ("paper", "reference")
+POSTPROCESSING = ("paper", "open3_close1")
+# Where the channel and the epoch are chosen: val_split holds val_fraction of the training images out of training
+# and scores on them; train_labels is the paper's protocol (train on every training image, self-supervised, and
+# score on their labels).
+SELECTIONS = ("val_split", "train_labels")
 
 # Training protocol per dataset: the defaults of the knobs that scale with the images and the training length.
 # MoNuSeg and CoNSeP use the paper's. The embedded tiles are smaller and CI trains on them for 80 steps instead of
@@ -46,12 +50,13 @@ class CSLRunConfig(BaseRunConfig):
     batch_size: int = 10
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    # Morphology after thresholding: paper = opening r=3, closing r=1; reference = opening 3, closing 3,
-    # opening 1, closing 1 (the public code).
+    # Morphology after thresholding (evaluate.POSTPROCESS_STEPS): paper = opening and closing at radius 3, then at
+    # radius 1, as the reference code evaluates; open3_close1 = one opening r=3 and one closing r=1.
     postprocess: str = "paper"
     threshold: float = 0.5
-    # Training images held out (never trained on) to choose the channel and the epoch; the reference code
-    # chooses on the test set instead.
+    # How the channel and the epoch are chosen (SELECTIONS); the reference code chooses on the test set.
+    selection: str = "val_split"
+    # Training images held out (never trained on) to choose the channel and the epoch, with selection=val_split.
     val_fraction: float = 0.2
     eval_every: int = 10  # epochs between validation evaluations (the last epoch is always evaluated)
     overlay_images: int = 3  # test images whose prediction is kept for the Figure 7-style overlay
@@ -67,6 +72,7 @@ class CSLRunConfig(BaseRunConfig):
             "n_classes": self.n_classes,
             "batch_size": self.batch_size,
             "postprocess": self.postprocess,
+            "selection": self.selection,
         }
 
     def validate(self) -> None:
@@ -75,6 +81,7 @@ class CSLRunConfig(BaseRunConfig):
         check_choice("method", self.method, SEG_METHODS)
         check_choice("similarity", self.similarity, SIMILARITIES)
         check_choice("postprocess", self.postprocess, POSTPROCESSING)
+        check_choice("selection", self.selection, SELECTIONS)
         check_range("n_classes", self.n_classes, lo=2)
         check_range("n_patches", self.n_patches, lo=1)
         check_range("patch_size", self.patch_size, lo=1)

@@ -29,11 +29,11 @@ from sustainml_exp.compress.vm import (
     optimal_inner_level,
     variance_reduction,
 )
+from sustainml_exp.tables.cost import RUN_COSTS, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
     Section,
     fmt,
-    fmt_sci,
     is_missing,
     mean,
     mean_std,
@@ -259,7 +259,7 @@ def _dataset_order(datasets: Iterable[str]) -> list[str]:
 # Table 4
 
 TABLE4_TITLE = "Table 4: accuracy, speed and memory of GraphSAGE with compressed activations (D3.2 Section 4)"
-TABLE4_COLUMNS = ("Configuration", "n", "Acc (%)", "S (e/s)", "M (MB)", "Peak (MB)", "Energy (kWh)")
+TABLE4_COLUMNS = ("Configuration", "n", "Acc (%)", "S (e/s)", "M (MB)", "Peak (MB)", *cost_headers(RUN_COSTS))
 PAPER_GROUP = "Paper (D3.2 Table 4)"
 PAPER_COLUMNS = ("Acc (%)", "S (e/s)", "M (MB)")
 
@@ -319,7 +319,7 @@ def _table4_section(dataset: str, rows: pd.DataFrame) -> Section:
             fmt(mean(numeric(group, "epochs_per_s"))),
             fmt(mean(numeric(group, "act_mem_mb"))),
             fmt(mean(numeric(group, "peak_mem_mb")), 1),
-            fmt_sci(mean(numeric(group, "energy_kwh"))),
+            *cost_cells(group, RUN_COSTS),
             *_paper_table4_cells(dataset, config),
         ])
     columns = [*TABLE4_COLUMNS, *(f"{PAPER_GROUP} {c}" for c in PAPER_COLUMNS)]
@@ -339,7 +339,8 @@ def _table4_notes(n_ignored: int) -> list[str]:
         "Acc: test accuracy at the best-validation epoch, mean ± sample std (ddof=1) over the n seeds of the row.",
         "S: full-batch training epochs per second (no evaluation in the timed loop, warm-up epochs excluded).",
         "M: activation memory after one training-mode forward (paper protocol; MiB). Peak: peak memory of the "
-        "training loop (MiB). Energy: mean per run ('–' when not metered).",
+        "training loop (MiB).",
+        cost_note(RUN_COSTS) + " Train here includes the warm-up epochs that S leaves out.",
         "Rows group runs of identical configuration and layout; layout knobs other than the default "
         "(no group cap, short last block, projection regenerated from its seed, dropout masks stored) are named in "
         "the label. 'lean' rows regenerate dropout masks from their seed in backward (identical training, less "

@@ -49,6 +49,13 @@ def _l2_norms(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).view(_sample_shape(v))
 
 
+def _project_ball(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Euclidean projection of each sample's perturbation onto the eps-ball of ``norm``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    return delta * (eps / (_l2_norms(delta) + _TINY)).clamp(max=1.0)
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     """Project onto the eps-ball around x, then clip to [0, 1].
 
@@ -56,12 +63,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torc
     coordinate of the perturbation. (For l2 this is not the exact projection onto ball and box together, the
     usual approximation.)
     """
-    delta = x_adv - x
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        delta = delta * (eps / (_l2_norms(delta) + _TINY)).clamp(max=1.0)
-    return (x + delta).clamp(0.0, 1.0)
+    return (x + _project_ball(x_adv - x, norm, eps)).clamp(0.0, 1.0)
 
 
 def _ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -156,6 +158,52 @@ def pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str,
         _, _, grad = _loss_and_gradient(model, x_adv, y, "ce")
         x_adv = project(x_adv + step * _ascent_direction(grad, norm), x, norm, eps)
     return x_adv
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The perturbation set of the generalized adversarial loss over a finite covering (see generalized.py): each centre
+# c may move within B_2(eta_c) + B_norm(eps), the Minkowski sum of the l2 covering ball and the attack's eps-ball.
+# Its points are those whose l2 distance to the eps-ball is at most eta_c: the norms stay apart, and the set is the
+# union of the eps-balls of every point the centre covers.
+
+
+def covering_excess(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Per sample, the l2 distance of the perturbation ``delta`` to the eps-ball of ``norm``: delta lies in
+    B_2(eta) + B_norm(eps) exactly when this is <= eta."""
+    return (delta - _project_ball(delta, norm, eps)).flatten(1).norm(dim=1)
+
+
+def generalized_pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float,
+                           eta: torch.Tensor, steps: int, random_start: bool = True,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """PGD on the cross-entropy over x + (B_2(eta) + B_norm(eps)) intersected with [0, 1], eta one l2 radius per
+    sample (the covering radius of its class).
+
+    A point of the Minkowski sum is u + v with u in the eps-ball and v in the eta-ball, and the maximum over the sum
+    is the maximum over both parts jointly, so each part runs its own PGD on the gradient at clip(x + u + v): u the
+    norm's step (sign steps for linf) of 2.5 eps / steps projected on its ball, v normalised-gradient steps of
+    2.5 eta / steps projected on the l2 ball. Clipping to [0, 1] keeps the point in the set (it only shrinks
+    coordinates of u + v toward 0, and the set holds every such shrinking of its points). The random start draws
+    u and v uniformly from their balls. With eta = 0 this is ``pgd_attack`` wherever the box does not clip. The
+    last iterate is returned.
+    """
+    _check_attack_args(norm, eps, steps)
+    x = x.detach()
+    eta = torch.as_tensor(eta, dtype=x.dtype, device=x.device).expand(len(x))
+    if not (bool(torch.isfinite(eta).all()) and bool((eta >= 0).all())):
+        raise ConfigError(f"covering radii eta must be finite and >= 0, got min {float(eta.min())}")
+    radius = eta.view(_sample_shape(x))
+    u, v = torch.zeros_like(x), torch.zeros_like(x)
+    if random_start:
+        u = _uniform_in_ball(x, norm, eps, generator)
+        v = _uniform_in_ball(x, "l2", 1.0, generator) * radius
+    fraction = 2.5 / steps
+    for _ in range(steps):
+        _, _, grad = _loss_and_gradient(model, (x + u + v).clamp(0.0, 1.0), y, "ce")
+        u = _project_ball(u + fraction * eps * _ascent_direction(grad, norm), norm, eps)
+        v = v + fraction * radius * _ascent_direction(grad, "l2")
+        v = v * (radius / (_l2_norms(v) + _TINY)).clamp(max=1.0)
+    return (x + u + v).clamp(0.0, 1.0)
 
 
 def apgd_checkpoints(steps: int) -> list[int]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
@@ -22,6 +23,9 @@ NORMS = ("linf", "l2")
 # pgd_linf / pgd_l2: PGD under that norm; aa: APGD-CE + APGD-DLR under `norm`, worst case per sample.
 ATTACKS = ("pgd_linf", "pgd_l2", "aa")
 MCS_SOLVERS = ("exact", "greedy")
+# A covering's status, best to worst (a run reports its worst class). optimal: certified gap 0; feasible: a valid
+# cover within the certified gap of the optimum; greedy: solver=greedy (greedy covers and packing bounds only).
+MCS_STATUSES = ("optimal", "feasible", "greedy")
 SUBMOD_FUNCTIONS = ("graph_cut", "facility_location")
 CONDENSED_FORMATS = ("pixels", "meanstd")
 
@@ -38,9 +42,9 @@ IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
 N_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10,
              "tinyimagenet": 200}
 # Per-channel mean and std of the training images, used by the models' input normalisation and to turn
-# mean/std-normalised condensed sets back into pixels. digits: computed on all 1,797 images (pixels / 16).
+# mean/std-normalised condensed sets back into pixels. digits: its 1,438 training images (pixels / 16), population std.
 MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "digits": ((0.3053,), (0.3760,)),
+    "digits": ((0.3058,), (0.3766,)),
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -59,11 +63,52 @@ EPS_LINF = {"digits": 0.1, "mnist": 0.1, "fashion_mnist": 0.1, "cifar10": 8 / 25
 # 32 x 32 colour sets, ResNet18 on TinyImageNet (Table 1 uses ResNet18 everywhere: its script says so).
 DEFAULT_MODELS = {"digits": "mlp", "mnist": "mlp", "fashion_mnist": "mlp", "cifar10": "convnet",
                   "cifar100": "convnet", "svhn": "convnet", "tinyimagenet": "resnet18"}
-# Condensation iterations when condense.iterations is null: the methods' published values, and a short protocol on
-# the embedded 8 x 8 digits (one GM iteration at k = 50 is 50 image updates and 500 network epochs: ~1.5 min on
-# 2 CPU cores).
-CONDENSE_ITERATIONS = {"dm": 20000, "gm": 1000, "tm": 5000}
-CONDENSE_ITERATIONS_DIGITS = {"dm": 100, "gm": 1, "tm": 20}
+# Condensation iterations of DM and GM when condense.iterations is null: the methods' published values, and a short
+# protocol on the embedded 8 x 8 digits (one GM iteration at k = 50 is 50 image updates and 500 network epochs:
+# ~1.5 min on 2 CPU cores). TM's come with its protocol (TM_PROTOCOLS).
+CONDENSE_ITERATIONS = {"dm": 20000, "gm": 1000}
+CONDENSE_ITERATIONS_DIGITS = {"dm": 100, "gm": 1}
+
+
+@dataclass(frozen=True)
+class TMProtocol:
+    """Trajectory matching (MTT, Cazenavette et al. 2022) settings; MTT's argument names in brackets."""
+
+    source: str  # where the values come from, recorded with the run
+    experts: int  # expert trajectories in the buffer [num_experts]
+    expert_epochs: int  # epochs an expert trains [train_epochs of buffer.py]
+    max_start_epoch: int  # start epochs are drawn from 0 .. max_start_epoch - 1 [max_start_epoch]
+    expert_span: int  # expert epochs the student's steps are matched to [expert_epochs of distill.py, M]
+    syn_steps: int  # student steps per iteration [syn_steps, N]
+    batch_syn: Optional[int]  # synthetic images per student step, null: all of them [batch_syn]
+    zca: bool  # ZCA-whiten the images the networks see [zca]
+    lr_img: float  # synthetic images' SGD rate [lr_img]
+    lr_lr: float  # the student step size's SGD rate [lr_lr]
+    syn_lr: float  # the student step size's initial value [lr_teacher]
+    iterations: int  # distillation iterations [Iteration]
+
+
+# MTT's published hyper-parameters for 50 images per class (Table 1's budget): 100 experts x 50 epochs and 5,000
+# iterations (buffer and distillation defaults), and per dataset MTT's published IPC-50 commands (CIFAR-10: lr_teacher
+# 0.001, no ZCA; CIFAR-100: 80 steps, batch_syn 125, ZCA; Tiny ImageNet: 20 steps, lr_img 1e4, lr_lr 1e-4, batch_syn
+# 300). MTT has no MNIST, Fashion-MNIST or SVHN row: those take CIFAR-10's (same number of classes, images no larger)
+# and say so in their record.
+_MTT_CIFAR10 = TMProtocol(source="MTT CIFAR-10 IPC 50", experts=100, expert_epochs=50, max_start_epoch=40,
+                          expert_span=2, syn_steps=30, batch_syn=None, zca=False, lr_img=1000.0, lr_lr=1e-5,
+                          syn_lr=0.001, iterations=5000)
+TM_PROTOCOLS: dict[str, TMProtocol] = {
+    "cifar10": _MTT_CIFAR10,
+    "cifar100": dataclasses.replace(_MTT_CIFAR10, source="MTT CIFAR-100 IPC 50", syn_steps=80, batch_syn=125,
+                                    zca=True, syn_lr=0.01),
+    "tinyimagenet": dataclasses.replace(_MTT_CIFAR10, source="MTT Tiny ImageNet IPC 50", syn_steps=20,
+                                        batch_syn=300, lr_img=10000.0, lr_lr=1e-4, syn_lr=0.01),
+    **{name: dataclasses.replace(_MTT_CIFAR10, source=f"MTT CIFAR-10 IPC 50 (MTT has no {name} row)")
+       for name in ("mnist", "fashion_mnist", "svhn")},
+    # The embedded 8 x 8 digits: a short protocol that exercises the code in seconds (see tm.py).
+    "digits": TMProtocol(source="short (embedded digits)", experts=2, expert_epochs=2, max_start_epoch=2,
+                         expert_span=1, syn_steps=10, batch_syn=256, zca=False, lr_img=1000.0, lr_lr=1e-7,
+                         syn_lr=0.01, iterations=20),
+}
 
 
 def input_dim(dataset: str) -> int:
@@ -92,17 +137,18 @@ def protocol_value(dataset: str, key: str) -> Any:
 
 @dataclass
 class MCSConfig:
-    # exact: HiGHS MILP wherever greedy set cover and the LP bound disagree; greedy: greedy set cover only.
+    # exact: Lagrangian bounds, local search and (small classes) HiGHS; greedy: greedy covers and packing bounds only.
     solver: str = "exact"
-    time_limit_s: float = 120.0  # per MILP; a timed-out solve keeps its best cover and records its gap
-    mip_rel_gap: float = 0.0
+    # Per class: the search for the smallest eta ends here (or earlier, once proven) and reports its certified gap.
+    time_limit_s: float = 60.0
+    target_gap: float = 0.0  # stop a class's search once its certified relative gap of eta is at most this
     distance_block: int = 4096  # rows per block of the pairwise distance computation
-    max_bisection_steps: int = 64
+    max_bisection_steps: int = 100
 
     def validate(self) -> None:
         check_choice("mcs.solver", self.solver, MCS_SOLVERS)
         check_range("mcs.time_limit_s", self.time_limit_s, lo=0.0, lo_open=True)
-        check_range("mcs.mip_rel_gap", self.mip_rel_gap, lo=0.0, hi=1.0)
+        check_range("mcs.target_gap", self.target_gap, lo=0.0, hi=1.0, hi_open=True)
         check_range("mcs.distance_block", self.distance_block, lo=1)
         check_range("mcs.max_bisection_steps", self.max_bisection_steps, lo=1)
 
@@ -123,6 +169,48 @@ class ProxyConfig:
 
 
 @dataclass
+class TMConfig:
+    """Overrides of the dataset's TM protocol (TM_PROTOCOLS); null keeps the protocol's value."""
+
+    experts: Optional[int] = None
+    expert_epochs: Optional[int] = None
+    max_start_epoch: Optional[int] = None
+    expert_span: Optional[int] = None
+    syn_steps: Optional[int] = None
+    batch_syn: Optional[int] = None
+    zca: Optional[bool] = None
+    lr_img: Optional[float] = None
+    lr_lr: Optional[float] = None
+    syn_lr: Optional[float] = None
+    # Where expert trajectories are kept between runs (MTT's buffer): null keeps them in memory for one run only.
+    # 100 experts of the CIFAR ConvNet take GBs: set it at the published scale.
+    buffer_dir: Optional[str] = None
+
+    def overrides(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(TMProtocol) if getattr(self, f.name, None) is not None}
+
+    def validate(self) -> None:
+        for key in ("experts", "expert_epochs", "max_start_epoch", "expert_span", "syn_steps", "batch_syn"):
+            if getattr(self, key) is not None:
+                check_range(f"condense.tm.{key}", getattr(self, key), lo=1)
+        for key in ("lr_img", "lr_lr", "syn_lr"):
+            if getattr(self, key) is not None:
+                check_range(f"condense.tm.{key}", getattr(self, key), lo=0.0, lo_open=True)
+
+
+def resolve_tm_protocol(dataset: str, overrides: TMConfig) -> TMProtocol:
+    """The dataset's TM protocol with the non-null overrides applied; one line naming the conflict when the
+    trajectories are too short for the start epochs and span asked for."""
+    protocol = dataclasses.replace(TM_PROTOCOLS.get(dataset, TM_PROTOCOLS["digits"]), **overrides.overrides())
+    last = protocol.max_start_epoch - 1 + protocol.expert_span
+    if last > protocol.expert_epochs:
+        raise ConfigError(f"condense.tm: max_start_epoch={protocol.max_start_epoch} and expert_span="
+                          f"{protocol.expert_span} need experts of {last} epochs, but expert_epochs="
+                          f"{protocol.expert_epochs}; allowed: max_start_epoch - 1 + expert_span <= expert_epochs")
+    return protocol
+
+
+@dataclass
 class CondenseConfig:
     iterations: Optional[int] = None  # null: CONDENSE_ITERATIONS (CONDENSE_ITERATIONS_DIGITS on digits)
     lr_img: float = 1.0  # DM's image learning rate
@@ -131,10 +219,7 @@ class CondenseConfig:
     # A precomputed condensed set (.pt or .npz with images (N,C,H,W) and labels (N,)) used instead of condensing.
     file: Optional[str] = None
     file_format: str = "pixels"  # pixels: already in [0,1]; meanstd: normalised with the dataset's mean/std
-    # TM (trajectory matching): expert epochs, expert epochs matched per iteration, student steps per iteration.
-    expert_epochs: int = 2
-    expert_span: int = 1
-    syn_steps: int = 10
+    tm: TMConfig = field(default_factory=TMConfig)
     # GM (gradient matching): image updates and network epochs per iteration; null: DC's table by images per class
     # (k=10: 10 and 50, k=50: 50 and 10).
     gm_outer: Optional[int] = None
@@ -147,12 +232,7 @@ class CondenseConfig:
         check_range("condense.batch_real", self.batch_real, lo=1)
         check_choice("condense.init", self.init, ("real", "noise"))
         check_choice("condense.file_format", self.file_format, CONDENSED_FORMATS)
-        check_range("condense.expert_epochs", self.expert_epochs, lo=1)
-        check_range("condense.expert_span", self.expert_span, lo=1)
-        if self.expert_span > self.expert_epochs:
-            raise ConfigError(f"condense.expert_span={self.expert_span} is larger than condense.expert_epochs="
-                              f"{self.expert_epochs}; allowed: expert_span <= expert_epochs")
-        check_range("condense.syn_steps", self.syn_steps, lo=1)
+        self.tm.validate()
         for key in ("gm_outer", "gm_inner"):
             if getattr(self, key) is not None:
                 check_range(f"condense.{key}", getattr(self, key), lo=1)
@@ -199,7 +279,8 @@ class MFCRunConfig(BaseRunConfig):
     train_pgd_steps: int = 10
     # Covering multiplicities (mcs) or selection weights (craig, gradmatch) as per-sample loss weights.
     weighted: bool = False
-    # Generalized adversarial loss: train centres against eps + eta (the covering radius) instead of eps.
+    # Generalized adversarial loss over the covering (mcs): each centre is attacked over B_2(eta of its class) +
+    # the eps-ball of the training norm instead of the eps-ball alone (generalized.py).
     generalized: bool = False
     lr: float = 0.01
     momentum: float = 0.9
@@ -226,11 +307,30 @@ class MFCRunConfig(BaseRunConfig):
         return self.resolved_eps_linf if norm == "linf" else self.resolved_eps_l2
 
     @property
+    def tm_protocol(self) -> TMProtocol:
+        return resolve_tm_protocol(self.dataset, self.condense.tm)
+
+    @property
     def condense_iterations(self) -> int:
         if self.condense.iterations is not None:
             return self.condense.iterations
+        if self.method == "tm":
+            return self.tm_protocol.iterations
         table = CONDENSE_ITERATIONS_DIGITS if self.dataset == "digits" else CONDENSE_ITERATIONS
         return table.get(self.method, 0)
+
+    @property
+    def condense_protocol(self) -> str:
+        """published | short (the embedded digits' protocol) | custom (a condense knob set on the command line)."""
+        condense = self.condense
+        defaults = CondenseConfig()
+        custom = (condense.iterations is not None or condense.tm.overrides()
+                  or condense.batch_real != protocol_value(self.dataset, "condense_batch_real")
+                  or any(getattr(condense, key) != getattr(defaults, key)
+                         for key in ("lr_img", "init", "gm_outer", "gm_inner")))
+        if custom:
+            return "custom"
+        return "short" if self.dataset == "digits" else "published"
 
     def record_fields(self) -> dict[str, Any]:
         known = self.dataset in EPS_LINF
@@ -251,6 +351,9 @@ class MFCRunConfig(BaseRunConfig):
             "max_examples": self.attack.max_examples,
             "eta": float("nan"),
             "select_s": float("nan"),
+            # The condensation protocol the tables label rows with (empty for coreset methods).
+            "condense_protocol": ("file" if self.condense.file is not None else self.condense_protocol)
+            if self.method in CONDENSATION_METHODS else "",
         }
 
     def validate(self) -> None:
@@ -289,4 +392,6 @@ class MFCRunConfig(BaseRunConfig):
         self.mcs.validate()
         self.proxy.validate()
         self.condense.validate()
+        if self.method == "tm":
+            self.tm_protocol  # noqa: B018 - resolving it checks the overrides against the protocol
         self.attack.validate()

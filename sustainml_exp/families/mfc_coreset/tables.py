@@ -25,8 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from sustainml_exp.families.mfc_coreset.config import (
+    CONDENSE_ITERATIONS_DIGITS,
     EPS_LINF,
+    MCS_STATUSES,
     METHODS,
+    TM_PROTOCOLS,
     TRAIN_MODES,
     AttackConfig,
     MFCRunConfig,
@@ -34,6 +37,7 @@ from sustainml_exp.families.mfc_coreset.config import (
     input_dim,
 )
 from sustainml_exp.results import atomic_write_text
+from sustainml_exp.tables.cost import RUN_COSTS, SELECT, cost_cells, cost_headers, cost_note
 from sustainml_exp.tables.render import (
     DASH,
     Section,
@@ -70,16 +74,31 @@ FIGURE_KNOBS = ("eps_linf", "eps_l2", "epochs", *VARIANT_KNOBS, "train_pgd_steps
 PERCENT_DIGITS = 2
 
 # ---------------------------------------------------------------------------------------------------------------
-# Published numbers (D3.2 / the paper's Table 1: k = 50, ResNet18, STD / ROB in %); the spec lists these entries.
+# Published numbers (D3.2 / the paper's Table 1: k = 50, ResNet18): (mean, std) of STD and of ROB in % over 3
+# repeats, every entry the deliverable prints (the spec copies the whole table); a method it leaves out is absent.
 
-PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
-    "mnist": {"rand": (95.15, 92.50), "mcs": (96.42, 92.83), "craig": (87.02, 72.45), "gradmatch": (91.24, 86.46),
-              "submod": (82.22, 75.40), "dm": (96.70, 91.20), "gm": (96.54, 83.68), "tm": (95.93, 82.84)},
-    "cifar10": {"rand": (32.29, 8.79), "mcs": (24.88, 5.26), "craig": (29.24, 9.01), "gradmatch": (27.53, 5.83),
-                "submod": (38.21, 9.14), "dm": (32.59, 2.68), "gm": (30.67, 0.73), "tm": (30.62, 0.87)},
-    "cifar100": {"rand": (20.24, 6.59), "mcs": (13.71, 4.84), "dm": (16.00, 3.52), "tm": (24.45, 1.09)},
-    "svhn": {"rand": (65.05, 9.36), "mcs": (66.61, 13.74), "dm": (62.23, 4.21)},
-    "tinyimagenet": {"rand": (18.23, 0.17), "mcs": (14.34, 4.48), "dm": (12.01, 1.16), "tm": (14.54, 3.22)},
+Published = tuple[tuple[float, float], tuple[float, float]]
+PAPER_TABLE1: dict[str, dict[str, Published]] = {
+    "mnist": {"rand": ((95.15, 0.14), (92.50, 0.37)), "mcs": ((96.42, 0.21), (92.83, 0.07)),
+              "craig": ((87.02, 0.81), (72.45, 1.11)), "gradmatch": ((91.24, 0.44), (86.46, 0.37)),
+              "submod": ((82.22, 0.02), (75.40, 0.21)), "dm": ((96.70, 0.09), (91.20, 0.27)),
+              "gm": ((96.54, 0.15), (83.68, 0.74)), "tm": ((95.93, 0.36), (82.84, 1.73))},
+    "cifar10": {"rand": ((32.29, 0.76), (8.79, 1.05)), "mcs": ((24.88, 3.12), (5.26, 0.16)),
+                "craig": ((29.24, 2.79), (9.01, 1.98)), "gradmatch": ((27.53, 0.47), (5.83, 1.70)),
+                "submod": ((38.21, 0.91), (9.14, 0.26)), "dm": ((32.59, 2.49), (2.68, 0.30)),
+                "gm": ((30.67, 2.10), (0.73, 0.21)), "tm": ((30.62, 3.03), (0.87, 0.19))},
+    "cifar100": {"rand": ((20.24, 0.54), (6.59, 0.23)), "mcs": ((13.71, 1.05), (4.84, 0.58)),
+                 "craig": ((17.46, 2.12), (4.70, 3.22)), "gradmatch": ((19.78, 0.35), (5.24, 0.53)),
+                 "submod": ((22.89, 0.20), (7.35, 0.63)), "dm": ((16.00, 0.95), (3.52, 0.65)),
+                 "gm": ((8.61, 0.88), (0.99, 0.30)), "tm": ((24.45, 0.14), (1.09, 0.10))},
+    "svhn": {"rand": ((65.05, 5.61), (9.36, 0.58)), "mcs": ((66.61, 5.73), (13.74, 2.20)),
+             "craig": ((57.37, 1.04), (19.59, 0.00)), "gradmatch": ((36.00, 1.18), (6.69, 1.23)),
+             "submod": ((53.48, 3.86), (18.62, 1.66)), "dm": ((62.23, 13.59), (4.21, 0.43)),
+             "gm": ((51.68, 13.86), (0.35, 0.13)), "tm": ((47.08, 10.63), (1.19, 0.31))},
+    # The deliverable prints no Craig, GradMatch or SubMod results for TinyImageNet.
+    "tinyimagenet": {"rand": ((18.23, 0.41), (0.17, 0.04)), "mcs": ((14.34, 0.20), (4.48, 1.57)),
+                     "dm": ((12.01, 0.96), (1.16, 0.24)), "gm": ((2.15, 0.24), (0.03, 0.00)),
+                     "tm": ((14.54, 1.61), (3.22, 0.66))},
 }
 # Figure 4's reported point: CIFAR10, DM with k = 4000, linf adversarial training, vs the full training set.
 PAPER_FIGURE4_POINT = {"k": 4000, "dm_test": 68.86, "full_test": 64.59, "dm_robust": 12.98, "full_robust": 36.21}
@@ -217,6 +236,13 @@ def _label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+def _protocol_label(label: str, runs: pd.DataFrame) -> str:
+    """The label of a condensation method's row, naming its protocol when it is not the published one (the
+    embedded digits' short protocol, a command-line change, or a precomputed file)."""
+    protocols = sorted({v for v in _knob_values(runs, "condense_protocol") if v not in (None, "published")})
+    return f"{label} [{'/'.join(protocols)} protocol]" if protocols else label
+
+
 def _percent(rows: pd.DataFrame, column: str) -> np.ndarray:
     return 100.0 * numeric(rows, column)
 
@@ -226,7 +252,9 @@ def _percent(rows: pd.DataFrame, column: str) -> np.ndarray:
 
 TABLE1_TITLE = ("Table 1: clean (STD) and robust (ROB) test accuracy after adversarial training on k images per "
                 "class (D3.2 Section 2)")
-TABLE1_COLUMNS = ("Method", "n", "STD (%)", "ROB (%)")
+# What each method costs beside its quality: selection (or condensation), training, the whole run, energy, CO2.
+MFC_COSTS = (SELECT, *RUN_COSTS)
+TABLE1_COLUMNS = ("Method", "n", "STD (%)", "ROB (%)", *cost_headers(MFC_COSTS))
 PAPER1_GROUP = "D3.2 / paper"
 PAPER1_COLUMNS = ("STD (%)", "ROB (%)")
 PAPER_SETTING = {"k": 50, "model": "resnet18", "train": "pgd_linf"}
@@ -242,10 +270,14 @@ def _rob_column(rows: pd.DataFrame, norm: Any) -> tuple[str, str | None]:
                     "weaker attack than the paper's APGD-CE + APGD-DLR, so ROB is likely an overestimate.")
 
 
-def _table1_row(label: str, runs: pd.DataFrame, rob_column: str, paper: tuple[float, float] | None) -> list[str]:
-    paper_cells = [f"{v:.2f}" for v in paper] if paper else [DASH, DASH]
+def _paper_cells(paper: Published | None) -> list[str]:
+    return [f"{mean:.2f} ± {std:.2f}" for mean, std in paper] if paper else [DASH, DASH]
+
+
+def _table1_row(label: str, runs: pd.DataFrame, rob_column: str, paper: Published | None) -> list[str]:
     return [label, str(len(runs)), mean_std(_percent(runs, "std_acc"), PERCENT_DIGITS),
-            mean_std(_percent(runs, rob_column), PERCENT_DIGITS), *paper_cells]
+            mean_std(_percent(runs, rob_column), PERCENT_DIGITS), *cost_cells(runs, MFC_COSTS),
+            *_paper_cells(paper)]
 
 
 def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
@@ -264,9 +296,11 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
     records, notes, no_rob = [], [], []
     for method in methods:
         runs = chosen_rows[chosen_rows["method"] == method]
-        label = _label(method)
+        label = _protocol_label(_label(method), runs)
         records.append(_table1_row(label, runs, rob_column, paper.get(method)))
         notes += seed_note(label, runs)
+        if method == "mcs":
+            notes += _mcs_covering_note(runs)
         if len(runs) and not numeric(runs, rob_column).size:
             no_rob.append(label)
         elif len(runs) and numeric(runs, rob_column).size < len(runs):
@@ -292,9 +326,41 @@ def _table1_section(dataset: str, rows: pd.DataFrame) -> Section:
     if no_rob:
         notes.append(f"No {rob_column} for: {', '.join(no_rob)} (their ROB is '{DASH}').")
     if not paper:
-        notes.append(f"The spec quotes no Table 1 numbers for {dataset}; the paper columns are '{DASH}'.")
+        notes.append(f"The paper's Table 1 has no {dataset} results; the paper columns are '{DASH}'.")
     columns = [*TABLE1_COLUMNS, *(f"{PAPER1_GROUP} {c}" for c in PAPER1_COLUMNS)]
     return Section(dataset, pd.DataFrame(records, columns=columns), notes)
+
+
+def _short_protocol_note() -> str:
+    short = {**CONDENSE_ITERATIONS_DIGITS, "tm": TM_PROTOCOLS["digits"].iterations}
+    tm = TM_PROTOCOLS["digits"]
+    iterations = ", ".join(f"{_label(m)} {n}" for m, n in short.items())
+    return ("Condensation rows in brackets did not run the method's published protocol: 'short' is the embedded "
+            f"digits' ({iterations} iterations; TM with {tm.experts} experts, start epochs 0-"
+            f"{tm.max_start_epoch - 1}, {tm.syn_steps} student steps, {'ZCA' if tm.zca else 'no ZCA'}), 'custom' a "
+            "condense.* setting changed on the command line, 'file' a precomputed set. TM's published protocol is "
+            "MTT's at 50 images per class (recorded per run as condense_tm_protocol).")
+
+
+def _mcs_covering_note(runs: pd.DataFrame) -> list[str]:
+    """The MCS runs' covering: their worst status and each class's certified gap of eta (largest over the runs)."""
+    if runs.empty or "mcs_status" not in runs.columns:
+        return []
+    statuses = [str(s) for s in runs["mcs_status"] if isinstance(s, str) and s]
+    if not statuses:
+        return []
+    worst = max(statuses, key=lambda s: MCS_STATUSES.index(s) if s in MCS_STATUSES else len(MCS_STATUSES))
+    per_run = [[float(g) for g in gaps.split()] for gaps in runs.get("mcs_class_gaps", pd.Series(dtype=object))
+               if isinstance(gaps, str) and gaps.strip()]
+    largest = numeric(runs, "mcs_gap")
+    if per_run and len({len(g) for g in per_run}) == 1:
+        gaps = "per class " + ", ".join(f"{100 * max(g):.2g}" for g in zip(*per_run)) + " %"
+    elif largest.size:
+        gaps = f"largest class {100 * largest.max():.2g} %"
+    else:
+        gaps = "not recorded"
+    over = f" (largest over the {len(runs)} runs)" if len(runs) > 1 else ""
+    return [f"MCS covering: status {worst}; certified gap of eta (eta - proven lower bound) / eta {gaps}{over}."]
 
 
 def _table1_notes(excluded: list[str]) -> list[str]:
@@ -304,11 +370,13 @@ def _table1_notes(excluded: list[str]) -> list[str]:
         "n runs (seeds); a single run shows its value alone.",
         "Raw (full) trains on the whole training set; every other method on its k images per class. Rows in "
         "parentheses are runs of the same setting with another weighted / generalized training variant.",
+        _short_protocol_note(),
         "Each dataset's setting is the most common combination of knob values among its adversarially trained "
         "runs (the one closest to the paper's k = 50, ResNet18, PGD-linf training on ties); runs at other "
         "settings are never pooled into these rows.",
-        f"Paper columns: the entries of the paper's Table 1 (k = 50, ResNet18) that the spec quotes; '{DASH}' where "
-        "the spec gives none (the deliverable has the full table).",
+        cost_note(MFC_COSTS),
+        f"Paper columns: the paper's Table 1 (k = 50, ResNet18), mean ± std over its 3 repeats; '{DASH}' where the "
+        "deliverable prints no result.",
         *excluded,
     ]
 
@@ -342,7 +410,7 @@ FIGURE_METHOD_ORDER = ("mcs", "rand", "dm")
 # (column, label, line style, marker)
 FIGURE_METRICS = (("std_acc", "test", "-", "o"), ("rob_acc_pgd_linf", "linf-robust (PGD)", "--", "s"),
                   ("rob_acc_pgd_l2", "l2-robust (PGD)", ":", "^"))
-FIGURE_COLUMNS = ("Method", "k", "n", "Test (%)", "Linf-robust (%)", "L2-robust (%)")
+FIGURE_COLUMNS = ("Method", "k", "n", "Test (%)", "Linf-robust (%)", "L2-robust (%)", *cost_headers(MFC_COSTS))
 FULL = "full"
 
 
@@ -364,7 +432,8 @@ def _panel(rows: pd.DataFrame, dataset: str) -> tuple[list[Curve], list[Curve], 
     shown = 0
     for method in _method_order(rows["method"], FIGURE_METHOD_ORDER):
         of_method = same_setting[same_setting["method"] == method]
-        groups = [(_label(method), chosen_rows[chosen_rows["method"] == method])]
+        groups = [(_protocol_label(_label(method), chosen_rows[chosen_rows["method"] == method]),
+                   chosen_rows[chosen_rows["method"] == method])]
         groups += [(_variant_label(_label(method), v), _of_variant(of_method, v)) for v in _variants(of_method, chosen)]
         for label, runs in groups:
             if runs.empty:
@@ -396,7 +465,8 @@ def _figure_table_rows(curves: Sequence[Curve], fulls: Sequence[Curve]) -> list[
     for curve in [*curves, *fulls]:
         for k, runs in curve.points.items():
             out.append([curve.label, str(k), str(len(runs)),
-                        *(mean_std(_percent(runs, column), PERCENT_DIGITS) for column, *_ in FIGURE_METRICS)])
+                        *(mean_std(_percent(runs, column), PERCENT_DIGITS) for column, *_ in FIGURE_METRICS),
+                        *cost_cells(runs, MFC_COSTS)])
     return out
 
 
@@ -490,6 +560,7 @@ def _figure_notes(spec: KFigure, png: str, missing_panels: list[str], excluded: 
         "split by norm or the AutoAttack settings, which only change rob_acc_aa (not shown).",
         "Each panel fixes the other knobs at their most common combination among its runs (k varies); weighted / "
         "generalized variants of a method are separate curves.",
+        cost_note(MFC_COSTS),
     ]
     if missing_panels:
         panels = "empty panels" if len(missing_panels) > 1 else "empty panel"

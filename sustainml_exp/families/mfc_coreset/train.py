@@ -13,26 +13,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sustainml_exp.families.mfc_coreset.attacks import pgd_attack
+from sustainml_exp.families.mfc_coreset.attacks import generalized_pgd_attack, pgd_attack
 from sustainml_exp.families.mfc_coreset.config import IMAGE_SHAPES, MEAN_STD, MFCRunConfig
 from sustainml_exp.families.mfc_coreset.data import ImageDataset, load_image_dataset
 from sustainml_exp.families.mfc_coreset.evaluate import evaluate_robustness
+from sustainml_exp.families.mfc_coreset.generalized import class_covering_radii
 from sustainml_exp.families.mfc_coreset.models import ImageClassifier, build_model, n_trainable_params
 from sustainml_exp.families.mfc_coreset.selection import SelectionResult, make_selector
 from sustainml_exp.peak_memory import PeakMemory
 
 log = logging.getLogger("sustainml_exp")
-
-
-def training_eps(cfg: MFCRunConfig, eta: float) -> float:
-    """Perturbation budget of adversarial training in the training norm.
-
-    The generalized loss trains each centre against eps + eta: every point it covers lies within eta of it, so
-    that ball contains every covered point's eps-ball. eta is an l2 radius; it also bounds the linf distance.
-    """
-    norm = "linf" if cfg.train == "pgd_linf" else "l2"
-    eps = cfg.eps_for(norm)
-    return eps + eta if cfg.generalized else eps
 
 
 def loss_weights(selection: SelectionResult, cfg: MFCRunConfig, n: int) -> torch.Tensor | None:
@@ -46,11 +36,15 @@ def loss_weights(selection: SelectionResult, cfg: MFCRunConfig, n: int) -> torch
 
 
 def train_classifier(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
-                     cfg: MFCRunConfig, eps: float, ctx) -> dict[str, float]:
-    """SGD for cfg.epochs on (x, y); adversarial examples from PGD in the training norm when train != standard."""
+                     cfg: MFCRunConfig, eps: float, ctx, radii: torch.Tensor | None = None) -> dict[str, float]:
+    """SGD for cfg.epochs on (x, y); adversarial examples from PGD in the training norm when train != standard.
+
+    With ``radii`` (one covering radius per image: generalized=true) each image is attacked over
+    B_2(radius) + B_norm(eps) instead of the eps-ball (see generalized.py)."""
     device = ctx.device
     x, y = x.to(device), y.to(device)
     weights = weights.to(device) if weights is not None else None
+    radii = radii.to(device) if radii is not None else None
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # Batch order and PGD random starts come from their own CPU generators: the same draws on any device.
     order_gen = torch.Generator().manual_seed(cfg.seed)
@@ -70,8 +64,12 @@ def train_classifier(model: ImageClassifier, x: torch.Tensor, y: torch.Tensor, w
                     # Examples are crafted against the model in eval mode (fixed normalisation statistics), as in
                     # the robust-training baselines; the update itself runs in train mode.
                     model.eval()
-                    xb = pgd_attack(model, xb, yb, norm=norm, eps=eps, steps=cfg.train_pgd_steps,
-                                    generator=attack_gen)
+                    if radii is None:
+                        xb = pgd_attack(model, xb, yb, norm=norm, eps=eps, steps=cfg.train_pgd_steps,
+                                        generator=attack_gen)
+                    else:
+                        xb = generalized_pgd_attack(model, xb, yb, norm=norm, eps=eps, eta=radii[batch],
+                                                    steps=cfg.train_pgd_steps, generator=attack_gen)
                 model.train()
                 logits = model(xb)
                 per_sample = F.cross_entropy(logits, yb, reduction="none")
@@ -130,8 +128,18 @@ def run(cfg: MFCRunConfig, ctx) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, IMAGE_SHAPES[cfg.dataset], data.train.n_classes, MEAN_STD[cfg.dataset])
     model = model.to(ctx.device)
-    eps_train = training_eps(cfg, eta) if cfg.train != "standard" else 0.0
-    counters = train_classifier(model, x_sel, y_sel, loss_weights(selection, cfg, len(y_sel)), cfg, eps_train, ctx)
+    eps_train = cfg.eps_for("linf" if cfg.train == "pgd_linf" else "l2") if cfg.train != "standard" else 0.0
+    generalized: dict[str, Any] = {}
+    radii = None
+    if cfg.generalized:
+        per_class = class_covering_radii(data.train, selection.indices)
+        radii = torch.as_tensor(per_class, dtype=torch.float32)[y_sel]  # each image trains with its class's radius
+        generalized = {"eta_train_max": float(per_class.max()), "eta_train_min": float(per_class.min()),
+                       "eta_train_per_class": [float(r) for r in per_class]}
+        log.info("generalized training: eps=%.4g (%s) + l2 covering radius per class %.4f .. %.4f", eps_train,
+                 cfg.train, per_class.min(), per_class.max())
+    counters = train_classifier(model, x_sel, y_sel, loss_weights(selection, cfg, len(y_sel)), cfg, eps_train, ctx,
+                                radii)
     accuracies = evaluate_robustness(model, data.test_x, data.test_y, cfg, ctx.device)
 
     metrics: dict[str, Any] = {
@@ -143,6 +151,7 @@ def run(cfg: MFCRunConfig, ctx) -> dict[str, Any]:
         "n_train_full": int(len(data.train.y)),
         "n_test": int(len(data.test_y)),
         "eps_train": eps_train,
+        **generalized,
         "pgd_steps": cfg.attack.pgd_steps,
         "aa_steps": cfg.attack.aa_steps,
         "aa_restarts": cfg.attack.aa_restarts,

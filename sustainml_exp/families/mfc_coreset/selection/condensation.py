@@ -12,6 +12,9 @@ the real and the synthetic batch of a class. ``siamese_augment`` is our implemen
 works in normalised coordinates like DSA (crop, rotate and cutout fill with 0 there, i.e. the mean colour). Flips
 are left out on the digit datasets (a mirrored digit is another glyph or none): our choice.
 
+Whitening. Where MTT's protocol uses ZCA (CIFAR-100), TM optimises ZCA-whitened images and its networks see
+whitened images, as in MTT; ``ZCAWhitening`` maps them back so that the result is pixels like every other method's.
+
 Precomputed sets. ``load_condensed_file`` reads a .pt / .pth (torch.load with weights_only=True: a dict with
 "images" and "labels", a DC result file {"data": [[images, labels], ...]} whose first entry is used, or an
 (images, labels) pair) or an .npz (arrays "images" and "labels"). Images must be NCHW with the dataset's shape.
@@ -75,6 +78,44 @@ class NormalisedBox:
     @torch.no_grad()
     def project_(self, z: torch.Tensor) -> None:
         z.clamp_(self.lo, self.hi)
+
+
+# kornia.enhance.ZCAWhitening's regulariser as MTT sets it (ZCAWhitening(eps=0.1, compute_inv=True)).
+ZCA_EPS = 0.1
+# Rows per block when accumulating the covariance or whitening many images.
+ZCA_CHUNK = 4096
+
+
+class ZCAWhitening:
+    """ZCA whitening of normalised images, fitted as MTT fits kornia's ZCAWhitening on the training set: the mean
+    and unbiased covariance of the flattened images, transform T = U diag((S + eps)^-1/2) U^T from the covariance's
+    eigendecomposition, whitened w = (z - mean) T, and the exact inverse z = w U diag((S + eps)^1/2) U^T + mean.
+    Written with torch.linalg (kornia is not a dependency); accumulated in float64 in chunks of rows."""
+
+    def __init__(self, z: torch.Tensor, eps: float = ZCA_EPS) -> None:
+        flat = z.flatten(1)
+        self.mean = flat.double().mean(0)
+        cov = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64, device=flat.device)
+        for start in range(0, len(flat), ZCA_CHUNK):
+            centred = flat[start:start + ZCA_CHUNK].double() - self.mean
+            cov += centred.T @ centred
+        cov /= max(len(flat) - 1, 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        eigenvalues = eigenvalues.clamp_min(0.0) + eps
+        self.forward_matrix = ((eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T).float()
+        self.inverse_matrix = ((eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T).float()
+        self.mean = self.mean.float()
+
+    def _apply(self, x: torch.Tensor, matrix: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        out = torch.cat([(flat[i:i + ZCA_CHUNK] - before) @ matrix + after for i in range(0, len(flat), ZCA_CHUNK)])
+        return out.view_as(x)
+
+    def whiten(self, z: torch.Tensor) -> torch.Tensor:
+        return self._apply(z, self.forward_matrix, self.mean, torch.zeros_like(self.mean))
+
+    def unwhiten(self, w: torch.Tensor) -> torch.Tensor:
+        return self._apply(w, self.inverse_matrix, torch.zeros_like(self.mean), self.mean)
 
 
 @dataclass

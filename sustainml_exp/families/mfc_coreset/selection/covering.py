@@ -1,18 +1,27 @@
-"""Minimal finite covering (MFC) of one class: distances, k-center, set cover bounds and the exact HiGHS MILP.
+"""Minimal finite covering (MFC) of one class: distances, k-center, and the search for the smallest covering radius.
 
-A cover at radius ``eta`` is a set of centres (points of the class) such that every point lies within ``eta`` of
-one of them. With ``A[i, j] = dist[i, j] <= eta`` the smallest cover is the unit-cost set cover
+A cover at radius eta is a set of centres (points of the class) such that every point lies within eta of one of
+them. With covers[i, j] = dist[i, j] <= eta the fewest centres solve the unit-cost set cover of ``setcover``.
 
-    minimise sum(s)  subject to  A s >= 1,  s binary.
+Fixed eta (``min_cover``): the fewest centres. Covers come from greedy, Lagrangian greedy and a swap local search,
+lower bounds from a packing and the Lagrangian relaxation, and HiGHS's MILP (``highs``) settles what is left on
+instances small enough for it. Certified gap: (size - lower bound) / size.
 
-Fixed eta (``min_cover``): greedy set cover gives an upper bound, a disjoint packing and the LP relaxation lower
-bounds, and the HiGHS MILP runs only when they disagree. Fixed k (``min_radius_cover``): the smallest eta whose
-cover needs at most k centres. Greedy k-center's radius r_g brackets the optimum in [r_g / 2, r_g] (farthest-first
-traversal is a 2-approximation), and the optimum is one of the pairwise distances, so the search bisects over the
-distances inside the bracket, answering each decision "does a cover of size <= k exist at eta?" with the cheapest
-argument that settles it (greedy cover <= k: yes; packing or ceil(LP) > k: no; MILP otherwise).
+Fixed k (``min_radius_cover``): the smallest radius eta* whose cover needs at most k centres (vertex k-center).
+eta* is a pairwise distance in [r_g / 2, r_g], r_g being greedy k-center's radius (farthest-first traversal is a
+2-approximation). Each radius the search visits gets a decision "is there a cover with at most k centres?": yes
+when one is found (eta* <= eta); no when a lower bound on the cover size exceeds k (then eta* > eta: as eta shrinks
+a centre covers fewer points, so every smaller radius needs more than k centres too); open otherwise. The search
+keeps
 
-Everything here works on a square distance matrix on any torch device; HiGHS runs on the CPU.
+    eta        the smallest radius with a known cover of at most k centres (the returned cover's radius),
+    eta_lower  the smallest pairwise distance above the largest refuted radius, and at least r_g / 2,
+
+so eta_lower <= eta* <= eta, and the certified gap is (eta - eta_lower) / eta: the returned radius exceeds the
+optimum by at most that fraction of itself. It is 0, status "optimal", when no pairwise distance lies between the
+two. The search bisects over the pairwise distances in between; an open decision splits the interval (covers are
+then looked for above it, refutations below it), and once every side is exhausted it starts over with twice the
+effort, until the gap closes (or reaches ``target_gap``), the time limit passes or the step limit is reached.
 """
 
 from __future__ import annotations
@@ -20,29 +29,45 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
-import highspy
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sustainml_exp.families.mfc_coreset.config import MCS_SOLVERS
+from sustainml_exp.families.mfc_coreset.selection.highs import HighsProcess, solve_highs
+from sustainml_exp.families.mfc_coreset.selection.setcover import (
+    ceil_bound,
+    count_true,
+    greedy_set_cover,
+    lagrangian_bound,
+    lagrangian_greedy,
+    packing,
+    swap_search,
+    within,
+)
+
 log = logging.getLogger("sustainml_exp")
 
-STATUSES = ("optimal", "time_limit", "greedy")  # best to worst: MCSSelector reports the worst over classes
 # Distances are float32 (relative rounding ~6e-8); a certificate check allows a few ulps more than that.
 CERTIFICATE_RTOL = 1e-6
 CERTIFICATE_ATOL = 1e-6
-# HiGHS reports continuous values; anything closer than this to 0 or 1 counts as that integer.
-INTEGRALITY_TOL = 1e-6
-# HiGHS's presolve does not look at the time limit: on a 6,000-point Fashion-MNIST class (13M nonzeros) it alone
-# ran 50-80 s past a 20 s limit. The LP relaxation never uses it (dual simplex obeys the limit and set cover LPs
-# gain little from presolve); the MILP uses it up to this many nonzeros.
-MILP_PRESOLVE_MAX_NONZEROS = 2_000_000
-# Nor does the MILP's work before its first node: with a 20 s limit (presolve off, 2 shared CPUs) it stopped after
-# 21 s at 2.1M nonzeros, 38-70 s at 4.3M and 278 s at 17.5M, about 10 s per million nonzeros. A MILP whose setup
-# alone would outlast the time limit by that estimate is not started: its decision is left open.
-MILP_SETUP_S_PER_NONZERO = 1e-5
+# The Lagrangian's multipliers live on the points with the fewest covering centres (plus the packing's points):
+# those carry the LP dual, and any u >= 0 gives a valid bound. On a 6,000-image Fashion-MNIST class 300 iterations
+# on 1,000 rows reached a stronger bound (55.0) than on all 6,000 rows (54.0), in a third of the time.
+LAGRANGIAN_ROWS = 1000
+LAGRANGIAN_ITERATIONS = 300  # per decision at effort 1
+SWAP_MOVES = 1000  # swap local search moves per start and decision at effort 1
+EFFORT_MAX = 16  # the search stops escalating beyond this multiple of the base effort
+# HiGHS's MILP settles open decisions only on covering matrices up to this many nonzeros: its work before the first
+# node alone took about 10 s per million nonzeros on 2 shared CPUs (a 6,000-image Fashion-MNIST class has 17-27
+# million at the radii of k = 50..10). Each call gets at most this share of the class's time limit.
+HIGHS_MAX_NONZEROS = 1_000_000
+HIGHS_SHARE = 0.25
+# At the end of a fixed-k search the cover at eta is made as small as possible within this share of the time limit.
+MINIMISE_SHARE = 0.25
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,66 +133,78 @@ def greedy_kcenter(dist: torch.Tensor, k: int, first: int) -> tuple[np.ndarray, 
     return np.asarray(centres, dtype=np.int64), float(nearest.max())
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Set cover at one radius: greedy, packing, LP, MILP
-# --------------------------------------------------------------------------------------------------------------
+def candidate_radii(dist: torch.Tensor, lo: float, hi: float, *, symmetric: bool, block: int = 4096) -> np.ndarray:
+    """The distinct values of dist in [lo, hi), sorted (float32; only i < j when dist is symmetric).
+
+    Sorted once, the search's bisection steps are binary searches. Pixel distances repeat a lot (squared distances
+    are sums of squared multiples of 1/255): a 6,000-image Fashion-MNIST class has 4.8M distinct values among its
+    11.8M pairs in greedy k-center's bracket at k = 50."""
+    n_rows, n_cols = dist.shape
+    columns = torch.arange(n_cols, device=dist.device)
+    parts = []
+    for r0 in range(0, n_rows, block):
+        rows = dist[r0:r0 + block]
+        inside = (rows >= lo) & (rows < hi)
+        if symmetric:
+            inside &= columns[None, :] > torch.arange(r0, r0 + len(rows), device=dist.device)[:, None]
+        parts.append(rows[inside].cpu().numpy())
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.float32)
 
 
-def greedy_set_cover(covers: torch.Tensor, *, symmetric: bool = False) -> np.ndarray:
-    """Greedy set cover of ``covers[i, j]`` (point i within eta of centre j), then redundant centres dropped.
+class _Bracket:
+    """eta* among the sorted candidate radii and the known feasible radius ``upper``, with the decisions so far."""
 
-    Picks the centre covering most uncovered points (ties: lowest index) until all are covered, then walks the
-    picks backwards and drops any centre whose points all have another chosen centre. Returns sorted indices.
-    Every row must have a True (with covers = dist <= eta each point covers itself). symmetric=True (covers equals
-    its transpose) reads rows instead of strided columns.
-    """
-    n_points = covers.shape[0]
-    uncovered = torch.ones(n_points, dtype=torch.bool, device=covers.device)
-    gain = covers.sum(0, dtype=torch.int32)  # points each centre would newly cover
-    chosen: list[int] = []
-    while True:
-        best_gain, best = (int(v) for v in torch.max(gain, 0))
-        if best_gain == 0:
-            break
-        newly = uncovered & (covers[best] if symmetric else covers[:, best])
-        uncovered &= ~newly
-        # Only the newly covered rows change anyone's gain: total work over the loop is one pass over covers.
-        gain -= covers[newly].sum(0, dtype=torch.int32)
-        chosen.append(best)
-    if bool(uncovered.any()):
-        raise ValueError("a point is covered by no centre (is the diagonal of dist zero?)")
-    picked = covers[chosen].T if symmetric else covers[:, chosen]
-    times_covered = picked.sum(1, dtype=torch.int32)
-    kept = []
-    for j in reversed(chosen):
-        column = covers[j] if symmetric else covers[:, j]
-        if int(times_covered[column].min()) >= 2:
-            times_covered -= column.to(torch.int32)
+    def __init__(self, candidates: np.ndarray, upper: float) -> None:
+        self.candidates = candidates
+        self.upper = upper  # a cover with at most k centres is known at this radius
+        self.refuted = -math.inf  # the largest radius shown to need more than k centres
+        # Open decisions: covers are sought above primal_from, refutations below bound_below.
+        self.primal_from, self.bound_below = -math.inf, math.inf
+
+    def _span(self, above: float, below: float) -> tuple[int, int]:
+        """Indices [i0, i1) of the candidates strictly between ``above`` and ``below``."""
+        return (int(np.searchsorted(self.candidates, above, side="right")),
+                int(np.searchsorted(self.candidates, below, side="left")))
+
+    @property
+    def lower(self) -> float:
+        """The smallest candidate above the largest refuted radius (the upper radius if none is left): eta* >= it."""
+        i0, i1 = self._span(self.refuted, self.upper)
+        return float(self.candidates[i0]) if i0 < i1 else self.upper
+
+    @property
+    def gap(self) -> float:
+        return (self.upper - self.lower) / self.upper
+
+    def remaining(self) -> int:
+        i0, i1 = self._span(self.refuted, self.upper)
+        return max(i1 - i0, 0)
+
+    def sides(self) -> list[tuple[int, int]]:
+        """The non-empty index spans still to try: above the open decisions (for covers), below them (for
+        refutations); one span while nothing is open."""
+        spans = [self._span(max(self.refuted, self.primal_from), self.upper),
+                 self._span(self.refuted, min(self.upper, self.bound_below))]
+        return [span for span in dict.fromkeys(spans) if span[0] < span[1]]
+
+    def median(self, span: tuple[int, int]) -> float:
+        return float(self.candidates[(span[0] + span[1] - 1) // 2])
+
+    def record(self, eta: float, answer: bool | None) -> None:
+        if answer:
+            self.upper = min(self.upper, eta)
+        elif answer is False:
+            self.refuted = max(self.refuted, eta)
         else:
-            kept.append(j)
-    return np.sort(np.asarray(kept, dtype=np.int64))
+            self.primal_from, self.bound_below = max(self.primal_from, eta), min(self.bound_below, eta)
+
+    def reopen(self) -> None:
+        self.primal_from, self.bound_below = -math.inf, math.inf
 
 
-def packing_lower_bound(covers: torch.Tensor, *, stop_above: int | None = None, symmetric: bool = False) -> int:
-    """Points no two of which share a centre (a feasible dual of the set cover): each needs its own centre.
-
-    Greedy: take the unblocked point with the fewest covering centres, block every point sharing a centre with it.
-    ``stop_above``: return as soon as the packing exceeds it (enough to refute a cover of that size).
-    symmetric=True (covers equals its transpose) gathers contiguous rows instead of strided columns.
-    """
-    degree = covers.sum(1, dtype=torch.int32)
-    order = torch.argsort(degree, stable=True)
-    blocked = torch.zeros(covers.shape[0], dtype=torch.bool, device=covers.device)
-    packed = 0
-    while stop_above is None or packed <= stop_above:
-        free = torch.nonzero(~blocked[order])
-        if len(free) == 0:
-            break
-        point = order[free[0, 0]]
-        packed += 1
-        centres = covers[point]
-        blocked |= covers[centres].any(0) if symmetric else covers[:, centres].any(1)
-    return packed
+# --------------------------------------------------------------------------------------------------------------
+# The covering matrix in the sparse form HiGHS takes
+# --------------------------------------------------------------------------------------------------------------
 
 
 def coverage_matrix(dist: torch.Tensor, eta: float, *, block: int = 4096) -> sp.csc_matrix:
@@ -191,96 +228,6 @@ def coverage_matrix(dist: torch.Tensor, eta: float, *, block: int = 4096) -> sp.
     return sp.csc_matrix((np.ones(len(ind)), ind, ptr), shape=(n_rows, n_cols))
 
 
-@dataclass
-class HighsOutcome:
-    """One HiGHS run on a set cover. ``centres`` is a verified cover (None: HiGHS returned none)."""
-
-    model_status: str  # HiGHS's own name, e.g. "kOptimal", "kTimeLimit", "kInfeasible"
-    centres: np.ndarray | None
-    objective: float  # LP: relaxation optimum (nan unless solved); MILP: size of centres (nan: none)
-    dual_bound: float  # proven lower bound on the cover size (-inf: none)
-    seconds: float
-
-    @property
-    def solved(self) -> bool:
-        return self.model_status == "kOptimal"
-
-
-def _status_name(status) -> str:
-    return getattr(status, "name", str(status).rsplit(".", 1)[-1])
-
-
-def solve_highs(cover: sp.csc_matrix, *, integer: bool, time_limit_s: float, mip_rel_gap: float = 0.0,
-                size_limit: int | None = None, start: np.ndarray | None = None) -> HighsOutcome:
-    """Unit-cost set cover min 1's s.t. A s >= 1 with HiGHS: LP relaxation (0 <= s <= 1) or MILP (s binary).
-
-    ``size_limit`` (MILP): decision mode, HiGHS stops at the first cover of at most that size ("kObjectiveTarget")
-    or proves the optimum larger ("kOptimal" above the limit, or "kInfeasible"). ``start``: a known cover handed
-    to the MILP as incumbent, so a time-out always has a cover to return. Never raises on a time-out: the outcome
-    says what was reached.
-    """
-    n_rows, n_cols = cover.shape
-    integrality = np.full(n_cols, 1 if integer else 0, dtype=np.int32)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", float(time_limit_s))
-    if not integer or cover.nnz > MILP_PRESOLVE_MAX_NONZEROS:
-        h.setOptionValue("presolve", "off")
-    if integer:
-        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    if size_limit is not None:
-        # Stop at the first cover within the limit (kObjectiveTarget) and prune nodes that cannot reach it.
-        h.setOptionValue("objective_target", size_limit + 0.5)
-        h.setOptionValue("objective_bound", size_limit + 0.5)
-    passed = h.passModel(n_cols, n_rows, cover.nnz, int(highspy.MatrixFormat.kColwise),
-                         int(highspy.ObjSense.kMinimize), 0.0, np.ones(n_cols), np.zeros(n_cols), np.ones(n_cols),
-                         np.ones(n_rows), np.full(n_rows, highspy.kHighsInf), cover.indptr.astype(np.int32),
-                         cover.indices.astype(np.int32), cover.data.astype(np.float64), integrality)
-    if passed != highspy.HighsStatus.kOk:
-        raise RuntimeError(f"HiGHS rejected the {n_rows} x {n_cols} set cover model ({_status_name(passed)})")
-    if integer and start is not None and (size_limit is None or len(start) <= size_limit):
-        solution = highspy.HighsSolution()
-        values = np.zeros(n_cols)
-        values[start] = 1.0
-        solution.col_value = values.tolist()
-        h.setSolution(solution)
-    begin = time.perf_counter()
-    h.run()
-    seconds = time.perf_counter() - begin
-    status = _status_name(h.getModelStatus())
-    info = h.getInfo()
-    has_solution = int(info.primal_solution_status) == 2  # kSolutionStatusFeasible
-    values = np.asarray(h.getSolution().col_value, dtype=np.float64) if has_solution else None
-    if not integer:
-        if status != "kOptimal":
-            return HighsOutcome(status, None, math.nan, -math.inf, seconds)
-        lp_value = float(info.objective_function_value)
-        integral = bool(np.all((values < INTEGRALITY_TOL) | (values > 1 - INTEGRALITY_TOL)))
-        centres = np.flatnonzero(values > 0.5) if integral else None
-        if centres is not None and not _is_cover(cover, centres):
-            centres = None
-        return HighsOutcome(status, centres, lp_value, lp_value, seconds)
-    centres = np.flatnonzero(values > 0.5) if values is not None else None
-    if centres is not None and not _is_cover(cover, centres):
-        log.warning("HiGHS returned a set cover solution that leaves points uncovered; ignoring it")
-        centres = None
-    dual = float(info.mip_dual_bound)
-    if status == "kOptimal" and centres is not None and mip_rel_gap == 0:
-        dual = max(dual, float(len(centres)))
-    if status == "kInfeasible" and size_limit is not None:
-        dual = max(dual, float(size_limit + 1))  # no cover within the limit exists
-    if not math.isfinite(dual):
-        dual = -math.inf
-    objective = float(len(centres)) if centres is not None else math.nan
-    return HighsOutcome(status, centres, objective, dual, seconds)
-
-
-def _is_cover(cover: sp.csc_matrix, centres: np.ndarray) -> bool:
-    if len(centres) == 0:
-        return cover.shape[0] == 0
-    return bool(np.all(np.asarray(cover[:, centres].sum(1)).ravel() >= 1))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------------------------
@@ -288,13 +235,10 @@ def _is_cover(cover: sp.csc_matrix, centres: np.ndarray) -> bool:
 
 @dataclass
 class CoveringResult:
-    """A cover of one class and how far it is proven.
+    """A cover of one class and how far it is proven (see the module docstring for the gap's definition).
 
-    status: "optimal" (eta proven smallest for the budget and the cover size proven minimal at eta; with
-    mip_rel_gap > 0 "minimal" means within that gap), "time_limit" (a HiGHS time limit or the bisection step limit
-    left something unproven: the cover is valid, eta is an upper bound) or "greedy" (solver=greedy: no proofs
-    attempted beyond the cheap packing bound).
-    """
+    status: "optimal" (gap 0: fixed k, eta proven the smallest radius for the budget; fixed eta, the cover proven
+    minimal), "feasible" (a valid cover; the gap bounds how far from optimal) or "greedy" (solver=greedy)."""
 
     centres: np.ndarray  # sorted indices into the class
     eta: float  # the covering radius searched for (fixed k) or given (fixed eta)
@@ -302,15 +246,21 @@ class CoveringResult:
     assignment: np.ndarray  # per point: position in centres of its nearest centre (ties: first)
     multiplicities: np.ndarray  # points assigned per centre, aligned with centres; sums to the class size
     status: str
-    gap: float  # (len(centres) - lower_bound) / len(centres): the cover size's relative MIP gap at eta
-    lower_bound: float  # proven lower bound on the cover size at eta (packing, ceil(LP), MIP dual bound)
-    k_greedy: int  # greedy set cover size at eta
-    lp_bound: float  # LP relaxation optimum at eta (nan: not solved, i.e. solver=greedy or time limit)
-    eta_lower: float  # proven lower bound on the smallest radius for the budget (fixed eta: eta)
-    undecided: int = 0  # bisection decisions a time limit left open (treated as "no")
-    steps: int = 0  # bisection decisions made
+    # Certified relative gap of what was minimised. Fixed k: (eta - eta_lower) / eta. Fixed eta: (k - lower_bound) / k.
+    gap: float
+    eta_lower: float  # proven lower bound on the smallest radius with at most k centres (fixed eta: eta)
+    lower_bound: float  # proven lower bound on the number of centres a cover at eta needs
+    k_greedy: int  # greedy set cover's size at eta
+    lagrangian_bound: float  # best Lagrangian bound on the cover size at eta (nan: not computed)
+    undecided: int = 0  # fixed k: decisions that no bound and no search settled
+    steps: int = 0  # fixed k: decisions made
     kcenter_radius: float = math.nan  # greedy k-center radius r_g (fixed k)
+    time_limited: bool = False  # the time limit ended the search before the gap closed
+    # Fixed k: decisions by what settled them (greedy, packing, lagrangian, local_search, highs) and "open".
+    decided_by: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # Fixed k: (seconds since the start, eta, eta_lower) after k-center and after every decision.
+    trace: list[tuple[float, float, float]] = field(default_factory=list)
 
     @property
     def k(self) -> int:
@@ -368,188 +318,236 @@ def verify_certificate(data: torch.Tensor, centres: np.ndarray, eta: float, *, p
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Decisions at one radius, with the work they share cached
+# What is known at one radius, and the work that improves it
 # --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Bounds:
-    """What is known about the smallest cover at one eta."""
+class _AtRadius:
+    """What is known about the covers at one eta."""
 
-    cover: np.ndarray | None = None  # best cover found
-    nonzeros: int = 0  # of the coverage matrix A
-    k_greedy: int = -1
-    packing: int = 0
-    lp: float = math.nan
-    lower: float = 0.0  # best proven lower bound
-    highs_timed_out: bool = False
-    minimised: bool = False  # the minimisation MILP finished (within mip_rel_gap)
+    cover: np.ndarray  # best cover found
+    k_greedy: int
+    lower: int  # proven lower bound on the cover size
+    packed: np.ndarray  # a packing (its points need a centre each)
+    lagrangian: float = math.nan
+    multipliers: np.ndarray | None = None
+    effort: int = 0  # the largest effort spent here on the Lagrangian and the swap search
+    highs_tried: bool = False
+
+    @property
+    def proven(self) -> bool:
+        return len(self.cover) <= self.lower
 
 
 class _CoverSearch:
-    """Set cover bounds at a given eta on one distance matrix, accumulating timings."""
+    """Covers and bounds at the radii of one distance matrix, with a shared deadline and timings."""
 
-    def __init__(self, dist: torch.Tensor, *, exact: bool, time_limit_s: float, mip_rel_gap: float,
-                 block: int) -> None:
+    def __init__(self, dist: torch.Tensor, *, exact: bool, deadline: float, time_limit_s: float, seed: int,
+                 block: int, highs: HighsProcess) -> None:
         self.dist = dist
         self.exact = exact
+        self.deadline = deadline
         self.time_limit_s = time_limit_s
-        self.mip_rel_gap = mip_rel_gap
+        self.seed = seed
         self.block = block
-        self.timings = {"greedy_s": 0.0, "packing_s": 0.0, "build_s": 0.0, "lp_s": 0.0, "milp_s": 0.0}
-        # An LP that hit the time limit at eta_t is expected to hit it at every larger eta too (same size, denser
-        # matrix): HiGHS is not asked again there, which keeps a dense class to about one LP time-out.
-        self.highs_skip_from = math.inf
-        self.lp_refutes_below = math.inf  # decisions: the smallest eta whose LP bound was <= k
-        self.cache: dict[float, _Bounds] = {}
-        # Rows instead of strided columns in the greedy loops (pairwise_distances is exactly symmetric).
+        self.highs = highs
+        self.timings = {key: 0.0 for key in ("greedy_s", "packing_s", "lagrangian_s", "guided_greedy_s", "swap_s",
+                                             "highs_s")}
+        self.at: dict[float, _AtRadius] = {}
+        self.decided_by: Counter[str] = Counter()
+        # Rows instead of strided columns in the set cover loops (pairwise_distances is exactly symmetric).
         self.symmetric = dist.shape[0] == dist.shape[1] and bool(torch.equal(dist, dist.T))
-        self._sparse: tuple[float, sp.csc_matrix] | None = None
+        self._covers: tuple[float, torch.Tensor] | None = None
+        # An open HiGHS decision at eta_t is expected to stay open at every larger eta (a denser matrix): HiGHS is
+        # not asked there again.
+        self.highs_open_from = math.inf
+
+    def time_left(self) -> float:
+        return self.deadline - time.perf_counter()
 
     def _timed(self, key: str, begin: float) -> None:
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
         self.timings[key] += time.perf_counter() - begin
 
-    def sparse(self, eta: float) -> sp.csc_matrix:
-        if self._sparse is None or self._sparse[0] != eta:
-            begin = time.perf_counter()
-            self._sparse = (eta, coverage_matrix(self.dist, eta, block=self.block))
-            self._timed("build_s", begin)
-        return self._sparse[1]
+    def covers(self, eta: float) -> torch.Tensor:
+        if self._covers is None or self._covers[0] != eta:
+            self._covers = (eta, within(self.dist, eta))
+        return self._covers[1]
 
-    def cheap(self, eta: float, packing_limit: int | None = None) -> _Bounds:
-        """Greedy cover and packing bound at eta (cached); the packing stops once above packing_limit."""
-        if eta in self.cache:
-            return self.cache[eta]
-        covers = self.dist <= eta
+    def cheap(self, eta: float, size_limit: int | None = None) -> _AtRadius:
+        """Greedy cover and packing at eta (cached); the packing stops once above size_limit."""
+        if eta in self.at:
+            return self.at[eta]
+        covers = self.covers(eta)
         begin = time.perf_counter()
         greedy = greedy_set_cover(covers, symmetric=self.symmetric)
         self._timed("greedy_s", begin)
         begin = time.perf_counter()
         # A packing never exceeds a cover: with greedy within the limit it cannot be cut short.
-        packing = packing_lower_bound(covers, stop_above=packing_limit, symmetric=self.symmetric)
+        packed = packing(covers, stop_above=size_limit, symmetric=self.symmetric)
         self._timed("packing_s", begin)
-        bounds = _Bounds(cover=greedy, nonzeros=int(covers.sum()), k_greedy=len(greedy), packing=packing,
-                         lower=float(packing))
-        self.cache[eta] = bounds
-        return bounds
+        state = _AtRadius(cover=greedy, k_greedy=len(greedy), lower=len(packed), packed=packed)
+        self.at[eta] = state
+        return state
 
-    def may_use_highs(self, eta: float) -> bool:
-        return self.exact and eta < self.highs_skip_from
+    def offer(self, eta: float, cover: np.ndarray) -> None:
+        """A cover known to be valid at eta (e.g. k-center's at its radius)."""
+        state = self.cheap(eta)
+        if len(cover) < len(state.cover):
+            state.cover = np.sort(np.asarray(cover, dtype=np.int64))
 
-    def lp(self, eta: float) -> _Bounds:
-        bounds = self.cheap(eta)
-        if not math.isnan(bounds.lp) or bounds.highs_timed_out or not self.may_use_highs(eta):
-            return bounds
-        cover = self.sparse(eta)
-        outcome = solve_highs(cover, integer=False, time_limit_s=self.time_limit_s)
-        self.timings["lp_s"] += outcome.seconds
-        if not outcome.solved:
-            bounds.highs_timed_out = True
-            self.highs_skip_from = min(self.highs_skip_from, eta)
-            log.info("mcs: LP at eta=%.5g stopped (%s) after %.1f s; HiGHS skipped for eta >= %.5g",
-                     eta, outcome.model_status, outcome.seconds, eta)
-            return bounds
-        log.debug("mcs: LP at eta=%.5g: %.3f (%d nonzeros), %.1f s", eta, outcome.objective, cover.nnz,
-                  outcome.seconds)
-        bounds.lp = outcome.objective
-        bounds.lower = max(bounds.lower, math.ceil(outcome.objective - INTEGRALITY_TOL))
-        if outcome.centres is not None and len(outcome.centres) < len(bounds.cover):
-            bounds.cover = outcome.centres  # an integral LP optimum is an optimal cover
-        return bounds
+    def bound(self, eta: float, state: _AtRadius, effort: int, stop_above: int) -> None:
+        """Lagrangian ascent at eta from the best multipliers so far (first: the packing's indicator)."""
+        covers = self.covers(eta)
+        n = covers.shape[0]
+        if state.multipliers is None:
+            start = np.zeros(n)
+            start[state.packed] = 1.0
+        else:
+            start = state.multipliers
+        rows = None
+        if n > LAGRANGIAN_ROWS:
+            degree = count_true(covers, 1).cpu().numpy()
+            rows = np.union1d(np.argsort(degree, kind="stable")[:LAGRANGIAN_ROWS], state.packed)
+        begin = time.perf_counter()
+        result = lagrangian_bound(covers, start, target=len(state.cover), stop_above=stop_above,
+                                  max_iterations=LAGRANGIAN_ITERATIONS * effort, deadline=self.deadline, rows=rows)
+        self._timed("lagrangian_s", begin)
+        if not result.bound <= state.lagrangian:  # (nan-safe) keep the best multipliers
+            state.lagrangian, state.multipliers = result.bound, result.multipliers
+        state.lower = max(state.lower, ceil_bound(result.bound))
 
-    def milp(self, eta: float, size_limit: int | None) -> _Bounds:
-        """Run the MILP at eta: decision (size_limit) or minimisation from the best known cover."""
-        bounds = self.cheap(eta)
-        if bounds.highs_timed_out or not self.may_use_highs(eta) or len(bounds.cover) <= bounds.lower:
-            return bounds
-        if size_limit is not None and bounds.lower > size_limit:
-            return bounds
-        if bounds.nonzeros * MILP_SETUP_S_PER_NONZERO > self.time_limit_s:
-            log.info("mcs: MILP at eta=%.5g not started: its %d nonzeros would take HiGHS past the %g s limit "
-                     "before the first node", eta, bounds.nonzeros, self.time_limit_s)
-            bounds.highs_timed_out = True
-            return bounds
-        # Decisions are asked exactly: a gap-stopped "no" would prove nothing. The gap applies to minimisations.
-        gap = self.mip_rel_gap if size_limit is None else 0.0
-        outcome = solve_highs(self.sparse(eta), integer=True, time_limit_s=self.time_limit_s, mip_rel_gap=gap,
-                              size_limit=size_limit, start=bounds.cover)
-        self.timings["milp_s"] += outcome.seconds
-        if outcome.centres is not None and len(outcome.centres) < len(bounds.cover):
-            bounds.cover = outcome.centres
+    def search_cover(self, eta: float, state: _AtRadius, effort: int, size: int) -> None:
+        """Lagrangian greedy from the best multipliers, then a swap search for a cover of at most ``size`` centres
+        from the best cover here and from the best cover at the nearest larger radius searched."""
+        covers = self.covers(eta)
+        begin = time.perf_counter()
+        if state.multipliers is not None and state.effort == 0:
+            guided = lagrangian_greedy(covers, state.multipliers, symmetric=self.symmetric)
+            if len(guided) < len(state.cover):
+                state.cover = guided
+        self._timed("guided_greedy_s", begin)
+        if len(state.cover) <= size:
+            return
+        above = [r for r in self.at if r > eta and len(self.at[r].cover) <= size]
+        starts = [self.at[min(above)].cover] if above else []
+        starts.append(state.cover)
+        begin = time.perf_counter()
+        for attempt, start in enumerate(starts):
+            found = swap_search(covers, start, size, max_moves=SWAP_MOVES * effort,
+                                seed=self.seed + 7919 * effort + attempt, deadline=self.deadline,
+                                symmetric=self.symmetric)
+            if found is not None and len(found) < len(state.cover):
+                state.cover = found
+                break
+        self._timed("swap_s", begin)
+
+    def highs_settle(self, eta: float, state: _AtRadius, size_limit: int | None) -> None:
+        """HiGHS's MILP at eta, where it can finish: decision (size_limit) or minimisation from the best cover."""
+        if state.highs_tried or eta >= self.highs_open_from:
+            return
+        covers = self.covers(eta)
+        if int(count_true(covers, 1).sum()) > HIGHS_MAX_NONZEROS or self.time_left() <= 0:
+            return
+        state.highs_tried = True
+        limit = min(self.time_left(), HIGHS_SHARE * self.time_limit_s)
+        outcome = solve_highs(coverage_matrix(self.dist, eta, block=self.block), integer=True, time_limit_s=limit,
+                              size_limit=size_limit, start=state.cover, process=self.highs)
+        self.timings["highs_s"] += outcome.seconds
+        if outcome.centres is not None and len(outcome.centres) < len(state.cover):
+            state.cover = outcome.centres
         if math.isfinite(outcome.dual_bound):
-            bounds.lower = max(bounds.lower, math.ceil(outcome.dual_bound - INTEGRALITY_TOL))
-        if outcome.model_status not in ("kOptimal", "kInfeasible", "kObjectiveTarget", "kObjectiveBound"):
-            bounds.highs_timed_out = True
-        elif outcome.model_status == "kOptimal" and size_limit is None:
-            # Minimal within mip_rel_gap (the gap still reports how far the proof got).
-            bounds.minimised = True
-        log.debug("mcs: MILP at eta=%.5g (limit %s): %s, cover %d, lower %.1f, %.1f s", eta, size_limit,
-                  outcome.model_status, len(bounds.cover), bounds.lower, outcome.seconds)
-        return bounds
+            state.lower = max(state.lower, ceil_bound(outcome.dual_bound))
+        settled = outcome.model_status in ("kOptimal", "kInfeasible", "kObjectiveTarget", "kObjectiveBound")
+        if not settled:
+            self.highs_open_from = min(self.highs_open_from, eta)
+        log.debug("mcs: MILP at eta=%.5g (limit %s): %s, cover %d, lower %d, %.1f s", eta, size_limit,
+                  outcome.model_status, len(state.cover), state.lower, outcome.seconds)
 
-    def decide(self, eta: float, k: int) -> bool | None:
-        """Is there a cover of size <= k at eta? True / False when proven, None when left open
-        (a time limit, or a MILP too large to start)."""
-        bounds = self.cheap(eta, packing_limit=k)
-        if len(bounds.cover) <= k:
-            return True
-        if bounds.lower > k:
-            return False
+    def decide(self, eta: float, k: int, effort: int) -> bool | None:
+        """Is there a cover with at most k centres at eta? True / False when shown, None when left open."""
+        answer, by = self._decide(eta, k, effort)
+        self.decided_by[by] += 1
+        return answer
+
+    def _decide(self, eta: float, k: int, effort: int) -> tuple[bool | None, str]:
+        fresh = eta not in self.at
+        state = self.cheap(eta, size_limit=k)
+        if len(state.cover) <= k:
+            return True, "greedy" if fresh else "local_search"
+        if state.lower > k:
+            return False, "packing" if fresh else "lagrangian"
+        if not self.exact or state.effort >= effort:
+            return None, "open"
+        self.bound(eta, state, effort, stop_above=k)
+        if state.lower > k:
+            return False, "lagrangian"
+        self.search_cover(eta, state, effort, k)
+        state.effort = effort
+        if len(state.cover) <= k:
+            return True, "local_search"
+        self.highs_settle(eta, state, size_limit=k)
+        if len(state.cover) <= k:
+            return True, "highs"
+        if state.lower > k:
+            return False, "highs"
+        return None, "open"
+
+    def minimise(self, eta: float, deadline: float) -> _AtRadius:
+        """The smallest cover at eta that the bounds, the swap search and (small instances) HiGHS find by
+        ``deadline``."""
+        state = self.cheap(eta)
         if not self.exact:
-            return None
-        # The LP optimum never grows with eta: once it is <= k it cannot refute k at any larger eta.
-        if eta < self.lp_refutes_below:
-            bounds = self.lp(eta)
-            if math.isfinite(bounds.lp) and bounds.lower <= k:
-                self.lp_refutes_below = eta
-        if len(bounds.cover) <= k:  # an integral LP optimum
-            return True
-        if bounds.lower > k:
-            return False
-        bounds = self.milp(eta, size_limit=k)
-        if len(bounds.cover) <= k:
-            return True
-        if bounds.lower > k:
-            return False
-        return None
+            return state
+        saved, self.deadline = self.deadline, min(self.deadline, deadline)
+        try:
+            effort = 1
+            while not state.proven and self.time_left() > 0 and effort <= EFFORT_MAX:
+                self.bound(eta, state, effort, stop_above=len(state.cover) - 1)
+                if state.proven:
+                    break
+                size = len(state.cover)
+                self.search_cover(eta, state, effort, size - 1)
+                state.effort = max(state.effort, effort)
+                if len(state.cover) < size:
+                    continue  # smaller again: try one fewer at the same effort
+                self.highs_settle(eta, state, size_limit=None)
+                effort *= 2
+        finally:
+            self.deadline = saved
+        return state
 
-    def minimise(self, eta: float) -> _Bounds:
-        """Best cover at eta: the MILP minimisation where greedy and the lower bounds disagree."""
-        if not self.exact:
-            return self.cheap(eta)
-        self.lp(eta)
-        return self.milp(eta, size_limit=None)
-
-    def status(self, bounds: _Bounds) -> str:
+    def status(self, state: _AtRadius) -> str:
         if not self.exact:
             return "greedy"
-        proven = bounds.minimised or len(bounds.cover) <= bounds.lower + INTEGRALITY_TOL
-        return "optimal" if proven else "time_limit"
+        return "optimal" if state.proven else "feasible"
 
 
 def _check_solver(solver: str) -> bool:
-    if solver not in ("exact", "greedy"):
-        raise ValueError(f"solver={solver!r}; allowed: exact, greedy")
+    if solver not in MCS_SOLVERS:
+        raise ValueError(f"solver={solver!r}; allowed: {', '.join(MCS_SOLVERS)}")
     return solver == "exact"
 
 
-def _finish(search: _CoverSearch, dist: torch.Tensor, eta: float, bounds: _Bounds, status: str, *,
-            eta_lower: float, undecided: int = 0, steps: int = 0, kcenter_radius: float = math.nan,
-            extra_timings: dict[str, float] | None = None, started: float) -> CoveringResult:
-    centres = np.sort(np.asarray(bounds.cover, dtype=np.int64))
+def _check_time_limit(time_limit_s: float) -> None:
+    if not time_limit_s > 0:
+        raise ValueError(f"time_limit_s={time_limit_s}; allowed: time_limit_s > 0")
+
+
+def _finish(search: _CoverSearch, dist: torch.Tensor, eta: float, state: _AtRadius, *, status: str, gap: float,
+            eta_lower: float, started: float, **extra) -> CoveringResult:
+    centres = np.sort(np.asarray(state.cover, dtype=np.int64))
     assignment, multiplicities, certificate = assign_to_centres(dist, centres)
-    size = len(centres)
-    lower = min(float(bounds.lower), float(size))
     timings = dict(search.timings)
-    timings.update(extra_timings or {})
+    timings.update(extra.pop("extra_timings", {}))
     timings["total_s"] = time.perf_counter() - started
     return CoveringResult(
         centres=centres, eta=float(eta), certificate=certificate, assignment=assignment,
-        multiplicities=multiplicities, status=status, gap=(size - lower) / size if size else 0.0,
-        lower_bound=lower, k_greedy=bounds.k_greedy, lp_bound=bounds.lp, eta_lower=float(eta_lower),
-        undecided=undecided, steps=steps, kcenter_radius=kcenter_radius, timings=timings)
+        multiplicities=multiplicities, status=status, gap=gap, eta_lower=float(eta_lower),
+        lower_bound=float(min(state.lower, len(centres))), k_greedy=state.k_greedy,
+        lagrangian_bound=state.lagrangian, timings=timings, **extra)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -557,74 +555,82 @@ def _finish(search: _CoverSearch, dist: torch.Tensor, eta: float, bounds: _Bound
 # --------------------------------------------------------------------------------------------------------------
 
 
-def min_cover(dist: torch.Tensor, eta: float, *, solver: str = "exact", time_limit_s: float = 120.0,
-              mip_rel_gap: float = 0.0, block: int = 4096) -> CoveringResult:
-    """Fixed eta: the fewest centres covering every point within eta (exact: HiGHS MILP when bounds disagree)."""
+def min_cover(dist: torch.Tensor, eta: float, *, solver: str = "exact", time_limit_s: float = 60.0,
+              seed: int = 0, block: int = 4096) -> CoveringResult:
+    """Fixed eta: the fewest centres covering every point within eta, and a lower bound on that number."""
     started = time.perf_counter()
-    search = _CoverSearch(dist, exact=_check_solver(solver), time_limit_s=time_limit_s,
-                          mip_rel_gap=mip_rel_gap, block=block)
+    exact = _check_solver(solver)
+    _check_time_limit(time_limit_s)
     eta = float(eta)
-    bounds = search.minimise(eta)
-    return _finish(search, dist, eta, bounds, search.status(bounds), eta_lower=eta, started=started)
+    with HighsProcess() as highs:
+        search = _CoverSearch(dist, exact=exact, deadline=started + time_limit_s, time_limit_s=time_limit_s,
+                              seed=seed, block=block, highs=highs)
+        state = search.minimise(eta, search.deadline)
+    size = len(state.cover)
+    return _finish(search, dist, eta, state, status=search.status(state),
+                   gap=(size - min(state.lower, size)) / size if size else 0.0, eta_lower=eta, started=started,
+                   time_limited=not state.proven and search.time_left() <= 0)
 
 
 def min_radius_cover(dist: torch.Tensor, k: int, *, first: int = 0, solver: str = "exact",
-                     time_limit_s: float = 120.0, mip_rel_gap: float = 0.0, max_steps: int = 64,
+                     time_limit_s: float = 60.0, target_gap: float = 0.0, max_steps: int = 100,
                      block: int = 4096) -> CoveringResult:
-    """Fixed k: the smallest eta whose cover needs at most k centres, and the smallest cover at that eta.
+    """Fixed k: the smallest eta whose cover needs at most k centres, and a small cover at that eta.
 
-    Bisection over the pairwise distances in greedy k-center's bracket [r_g / 2, r_g] (r_g itself is feasible
-    with the k-center centres). Each step takes the median remaining candidate, so duplicates cost nothing
-    and no sort of all distances is needed. A decision a time limit leaves open counts as "no" (eta stays an
-    upper bound) and makes the status "time_limit". The returned cover may have fewer than k centres: the size
-    minimisation at the final eta keeps the true minimum (the budget is an upper bound, nothing is padded).
-    """
+    The search (module docstring) stops once the certified gap is at most ``target_gap``, after ``max_steps``
+    decisions, or at ``time_limit_s`` seconds after the start (overrunning by at most the greedy cover and packing
+    of the decision under way, about a second on a 6,000-image class). The returned cover may have fewer than k
+    centres: it is made as small as the remaining time allows at the final eta (the budget is an upper bound,
+    nothing is padded)."""
     started = time.perf_counter()
     exact = _check_solver(solver)
+    _check_time_limit(time_limit_s)
     n = dist.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k={k}; allowed: 1 <= k <= {n} (the number of points)")
     if max_steps < 1:
         raise ValueError(f"max_steps={max_steps}; allowed: max_steps >= 1")
-    search = _CoverSearch(dist, exact=exact, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, block=block)
+    if not 0 <= target_gap < 1:
+        raise ValueError(f"target_gap={target_gap}; allowed: 0 <= target_gap < 1")
+    deadline = started + time_limit_s
 
     begin = time.perf_counter()
     kcenter, radius = greedy_kcenter(dist, k, first)
     kcenter_s = time.perf_counter() - begin
-    begin = time.perf_counter()
-    # The optimal radius is a pairwise distance in [r_g / 2, r_g]; r_g is already known to be feasible.
-    candidates = dist[(dist >= radius / 2) & (dist < radius)]
-    candidates_s = time.perf_counter() - begin
-
-    eta = radius
-    proven_no = radius / 2  # every radius below r_g / 2 is infeasible (farthest-first is a 2-approximation)
-    undecided = 0
-    steps = 0
-    while len(candidates) and steps < max_steps:
-        mid = float(torch.kthvalue(candidates, (len(candidates) + 1) // 2).values)
-        answer = search.decide(mid, k)
-        steps += 1
-        if answer:
-            eta = mid
-            candidates = candidates[candidates < mid]
-        else:
-            if answer is False:
-                proven_no = max(proven_no, mid)
-            elif exact:
-                undecided += 1  # (greedy solver: "no" is greedy's answer, not a time-out)
-            candidates = candidates[candidates > mid]
-        log.debug("mcs: step %d eta=%.5g -> %s (%d candidates left)", steps, mid, answer, len(candidates))
-    complete = len(candidates) == 0 and undecided == 0
-
-    if eta == radius and eta not in search.cache:
-        # No candidate below r_g was feasible: r_g's cover is k-center's, unless greedy set cover does better.
-        bounds = search.cheap(eta)
-        if len(kcenter) < len(bounds.cover):
-            bounds.cover = np.sort(kcenter)
-    bounds = search.minimise(eta)
-    status = search.status(bounds)
-    if exact and not complete:
-        status = "time_limit"
-    return _finish(search, dist, eta, bounds, status, eta_lower=proven_no, undecided=undecided, steps=steps,
-                   kcenter_radius=radius, extra_timings={"kcenter_s": kcenter_s, "candidates_s": candidates_s},
-                   started=started)
+    effort, undecided, steps, side = 1, 0, 0, 0
+    trace: list[tuple[float, float, float]] = []
+    with HighsProcess() as highs:
+        search = _CoverSearch(dist, exact=exact, deadline=deadline, time_limit_s=time_limit_s, seed=first,
+                              block=block, highs=highs)
+        search.offer(radius, kcenter)
+        begin = time.perf_counter()
+        # eta* is a pairwise distance in [r_g / 2, r_g]; r_g is already known to be feasible.
+        bracket = _Bracket(candidate_radii(dist, radius / 2, radius, symmetric=search.symmetric, block=block),
+                           radius)
+        candidates_s = time.perf_counter() - begin
+        trace.append((time.perf_counter() - started, bracket.upper, bracket.lower))
+        while steps < max_steps and bracket.gap > target_gap and search.time_left() > 0:
+            sides = bracket.sides()
+            if not sides:
+                if not exact or effort >= EFFORT_MAX:
+                    break
+                # Every radius left is open at this effort: try them again with twice the effort.
+                effort *= 2
+                bracket.reopen()
+                continue
+            mid = bracket.median(sides[side % len(sides)])
+            side += 1
+            answer = search.decide(mid, k, effort)
+            steps += 1
+            undecided += answer is None
+            bracket.record(mid, answer)
+            trace.append((time.perf_counter() - started, bracket.upper, bracket.lower))
+            log.debug("mcs: step %d eta=%.5g -> %s (effort %d; eta in [%.5g, %.5g], %d candidates)", steps, mid,
+                      answer, effort, bracket.lower, bracket.upper, bracket.remaining())
+        time_limited = bracket.gap > target_gap and search.time_left() <= 0
+        state = search.minimise(bracket.upper, min(deadline, time.perf_counter() + MINIMISE_SHARE * time_limit_s))
+    status = "greedy" if not exact else ("optimal" if bracket.gap == 0 else "feasible")
+    return _finish(search, dist, bracket.upper, state, status=status, gap=bracket.gap, eta_lower=bracket.lower,
+                   started=started, undecided=undecided, steps=steps, kcenter_radius=radius,
+                   time_limited=time_limited, trace=trace, decided_by=dict(search.decided_by),
+                   extra_timings={"kcenter_s": kcenter_s, "candidates_s": candidates_s})
