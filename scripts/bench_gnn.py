@@ -3,7 +3,7 @@
 epochs/s, act_mem_mb, peak memory (overall and per phase), and with --profile where a training step's time goes.
 
 Usage: python scripts/bench_gnn.py [--dataset synthetic_arxiv] [--steps 3] [--rounds 3] [--device auto]
-                                   [--compress-backend auto] [--profile]
+                                   [--compress-backend auto] [--profile] [--threads N] [--configs A,B]
 
 Speed is measured in one process with the configurations interleaved round by round (so drift in clock or load
 hits all of them alike); the median of each configuration's rounds is reported, and the compressed rows' ratios are
@@ -139,6 +139,7 @@ def main() -> None:
                         help="backend of the compressed rows (auto: torch-compiled on a large CPU graph)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one training step per config (torch.profiler, CPU time by category)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated rows to run (default: all); {PYG!r} and {FP32!r} always run")
     args = parser.parse_args()
@@ -146,6 +147,8 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown configs {unknown}; allowed: {', '.join(CONFIGS)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     graph = load_graph(args.dataset, Path(args.data_dir), seed=0).to(device)
     runs = {}
