@@ -162,6 +162,7 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     device = ctx.device
     resolved_backend(cfg, device)  # fails before any data is loaded when the backend cannot run here
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
+    cfg.check_graph_size(graph.num_nodes)
     backend = resolved_backend(cfg, device, graph)
     model = build_model(cfg, graph, None if backend == "none" else backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
