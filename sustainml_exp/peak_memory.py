@@ -3,12 +3,17 @@
 On CPU the high-water mark (VmHWM) is reset at the start of the region through ``/proc/self/clear_refs``, so
 runs of a multirun sharing one process each get their own figure; where the reset is refused (not Linux, or a
 locked-down /proc) the figure is the max RSS since process start and its source says so.
+
+``PhasePeaks`` splits a region into consecutive phases (e.g. forward, backward, optimizer step) and records, for
+each, the peak and the memory still held at its end, both above the region's start: what is alive when.
 """
 
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,10 +48,14 @@ class PeakMemory:
     source: str = ""
 
     def reset(self) -> None:
+        self.reset_peak()
+        self.baseline_mb = self.current_mb()
+
+    def reset_peak(self) -> None:
+        """Restart the peak from what is held now, keeping the baseline."""
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self.baseline_mb = torch.cuda.memory_allocated() / MIB
             self.source = "cuda:max_memory_allocated"
             return
         try:
@@ -54,7 +63,12 @@ class PeakMemory:
             self.source = "cpu:rss_high_water_mark"
         except OSError:
             self.source = "cpu:max_rss_since_process_start"
-        self.baseline_mb = _rss_mb()
+
+    def current_mb(self) -> float:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.memory_allocated() / MIB
+        return _rss_mb()
 
     def peak_mb(self) -> float:
         if self.device == "cuda":
@@ -68,3 +82,31 @@ class PeakMemory:
 
     def peak_above_baseline_mb(self) -> float:
         return self.peak_mb() - self.baseline_mb
+
+
+@dataclass
+class PhaseMemory:
+    peak_mb: float  # most held during the phase, above the region's start
+    end_mb: float  # held when the phase ended, above the region's start
+
+
+@dataclass
+class PhasePeaks:
+    """``start()`` the region, then wrap each phase in ``phase(name)``; ``phases[name]`` is its PhaseMemory."""
+
+    device: str
+    phases: dict[str, PhaseMemory] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.meter = PeakMemory(self.device)
+
+    def start(self) -> None:
+        self.phases.clear()
+        self.meter.reset()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.meter.reset_peak()
+        yield
+        self.phases[name] = PhaseMemory(peak_mb=self.meter.peak_mb() - self.meter.baseline_mb,
+                                        end_mb=self.meter.current_mb() - self.meter.baseline_mb)

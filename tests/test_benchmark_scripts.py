@@ -43,9 +43,15 @@ def test_bench_linear_backward_memory_orders_the_variants() -> None:
     assert materialised > chunked + 5.0
 
 
-def test_bench_gnn_reports_ratios_to_fp32() -> None:
-    out = _run("bench_gnn.py", "--dataset", "synthetic", "--steps", "1", "--rounds", "1", "--device", "cpu")
-    assert "FP32" in out and "lean" in out
+def test_bench_gnn_reports_ratios_phases_and_a_profile() -> None:
+    out = _run("bench_gnn.py", "--dataset", "synthetic", "--steps", "1", "--rounds", "1", "--device", "cpu",
+               "--profile", "--configs", "INT2 block G/R=64", "--threads", "1")
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"PyG SAGEConv FP32", "FP32", "INT2 block G/R=64"} <= set(rows)
+    assert "lean" not in out  # --configs chose the rows
+    assert "our FP32 / PyG FP32 e/s" in out
+    assert "| config | forward | backward | optimizer | evaluation |" in out
+    assert "| config | step | forward | quantize/pack | spmm | backward | dequantize | optimizer | other |" in out
 
 
 def test_bench_csl_compares_the_vectorised_loss_with_the_loop_oracle() -> None:

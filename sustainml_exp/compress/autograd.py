@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx
+from torch.profiler import record_function
 
 from sustainml_exp.compress.backend import dropout_scale, resolve_backend
 from sustainml_exp.compress.qtensor import QTensor, dequantize, dequantize_row_chunks, project_quantize, quantize
@@ -20,15 +21,20 @@ from sustainml_exp.compress.spec import CompressionSpec
 from sustainml_kernels.quant_ref import rademacher_ref, substream_seed
 
 __all__ = [
+    "SPMM_LABEL",
+    "compress_linear_input",
     "compressed_batch_norm",
     "compressed_linear",
     "dropout_bitmask",
+    "projected_weight_grad",
     "projection_seed",
     "relu_bitmask",
+    "sparse_matmul",
     "spmm",
 ]
 
 _PROJECTION_STREAM = 1
+SPMM_LABEL = "spmm"  # torch.profiler range around every sparse matmul with the adjacency (bench_gnn --profile)
 _DEFAULT_SPEC = CompressionSpec()
 
 
@@ -58,21 +64,10 @@ class _CompressedLinear(torch.autograd.Function):
         # grad_input reads only the weight, grad_weight only the compressed input, grad_bias nothing.
         saved: list[torch.Tensor | None] = [weight if ctx.needs_input_grad[0] else None]
         if ctx.needs_input_grad[1]:
-            x2d, group_size = x.reshape(-1, in_dim), spec.group_size(kept_dim)
-            if project and not spec.store_rp_matrix:
-                # The projection is regenerated from its seed in backward; a fused backend never writes N x R.
-                q = project_quantize(x2d, kept_dim, projection_seed(seed), spec.bits, group_size, vm=spec.vm,
-                                     seed=seed, fp32_tail=spec.fp32_tail, backend=backend)
-            else:
-                kept = x2d.to(torch.float32)
-                if project:
-                    rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x.device)
-                    kept = kept @ rp
-                    saved.append(rp)
-                    ctx.has_rp = True
-                q = quantize(kept, spec.bits, group_size, vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
-                             backend=backend)
-                del kept
+            q, rp = compress_linear_input(x.reshape(-1, in_dim), spec, seed, backend)
+            if rp is not None:
+                saved.append(rp)
+                ctx.has_rp = True
             saved.extend(q.tensors())
             ctx.qmeta = q.meta()
         ctx.save_for_backward(*saved)
@@ -87,7 +82,7 @@ class _CompressedLinear(torch.autograd.Function):
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[1]:
             rp = rest.pop(0) if ctx.has_rp else None
-            grad_w = _projected_weight_grad(grad_rows, QTensor.from_tensors(rest, ctx.qmeta), ctx.chunk_values,
+            grad_w = projected_weight_grad(grad_rows, QTensor.from_tensors(rest, ctx.qmeta), ctx.chunk_values,
                                             ctx.backend)
             if ctx.project:
                 if rp is None:
@@ -99,7 +94,28 @@ class _CompressedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def _projected_weight_grad(grad_rows: torch.Tensor, q: QTensor, chunk_values: int | None,
+def compress_linear_input(x2d: torch.Tensor, spec: CompressionSpec, seed: int,
+                          backend: str) -> tuple[QTensor, torch.Tensor | None]:
+    """(quantized projection of the N x D input of a linear layer, the D x R projection when the spec stores it).
+
+    The projection (R = spec.projected_dim(D) columns; none when R == D) is drawn from ``projection_seed(seed)``
+    and, unless ``spec.store_rp_matrix``, regenerated from it in backward: a backend with a fused kernel then never
+    writes the N x R projection out."""
+    in_dim = x2d.shape[1]
+    kept_dim = spec.projected_dim(in_dim)
+    group_size = spec.group_size(kept_dim)
+    if kept_dim < in_dim and not spec.store_rp_matrix:
+        return project_quantize(x2d, kept_dim, projection_seed(seed), spec.bits, group_size, vm=spec.vm, seed=seed,
+                                fp32_tail=spec.fp32_tail, backend=backend), None
+    kept, rp = x2d.to(torch.float32), None
+    if kept_dim < in_dim:
+        rp = rademacher_ref(projection_seed(seed), in_dim, kept_dim, device=x2d.device)
+        kept = kept @ rp
+    return quantize(kept, spec.bits, group_size, vm=spec.vm, seed=seed, fp32_tail=spec.fp32_tail,
+                    backend=backend), rp
+
+
+def projected_weight_grad(grad_rows: torch.Tensor, q: QTensor, chunk_values: int | None,
                            backend: str) -> torch.Tensor:
     """fp32 grad_rows^T @ dequantize(q) (O x R), accumulated over row chunks of q so that at most one chunk of
     the dequantized N x R input exists at a time (it, not the packed bytes, would set the backward's peak)."""
@@ -247,16 +263,24 @@ def dropout_bitmask(x: torch.Tensor, p: float, seed: int, spec: CompressionSpec 
 # --------------------------------------------------------------------------------------------- graph
 
 
+def sparse_matmul(adj: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """adj @ dense for a sparse CSR ``adj``, written into a fresh buffer: on CPU ``adj @ dense`` also builds a
+    second temporary of the result's size (same values, twice the memory and slower)."""
+    out = torch.empty(adj.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
+    with record_function(SPMM_LABEL):
+        return out.addmm_(adj, dense, beta=0)
+
+
 class _SpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(adj_t)  # graph data, not an activation; sparse, so memory ledgers skip it
-        return adj @ x
+        return sparse_matmul(adj, x)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[None, None, torch.Tensor | None]:
         (adj_t,) = ctx.saved_tensors
-        return None, None, (adj_t @ grad_out.contiguous()) if ctx.needs_input_grad[2] else None
+        return None, None, sparse_matmul(adj_t, grad_out.contiguous()) if ctx.needs_input_grad[2] else None
 
 
 def spmm(adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

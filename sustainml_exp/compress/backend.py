@@ -1,9 +1,10 @@
-"""Which implementation packs and unpacks compressed activations: the pure-torch reference or the Triton kernels.
+"""Which implementation packs and unpacks compressed activations: the pure-torch reference (eager, or compiled by
+torch.compile into fused CPU loops) or the Triton kernels.
 
-Both backends produce the same bit layout (``sustainml_kernels.quant_ref`` defines it), so a tensor packed by one
-can be unpacked by the other. ``resolve_backend`` turns the user's choice (auto | torch | triton) into a
-``Backend`` for the device of the tensors at hand. The Triton modules are imported only when asked for, so the
-torch backend works where Triton or the kernel modules are missing.
+All backends produce the same bit layout (``sustainml_kernels.quant_ref`` defines it), so a tensor packed by one
+can be unpacked by another. ``resolve_backend`` turns the user's choice (auto | torch | torch-compiled | triton) into
+a ``Backend`` for the device of the tensors at hand. The Triton and compiled modules are imported only when asked
+for, so the torch backend works where Triton, a C++ compiler or the kernel modules are missing.
 """
 
 from __future__ import annotations
@@ -29,9 +30,15 @@ from sustainml_kernels.quant_ref import (
     unpack_mask_ref,
 )
 
-__all__ = ["COMPRESS_BACKENDS", "Backend", "resolve_backend", "triton_usable"]
+__all__ = ["COMPILE_MIN_VALUES", "COMPRESS_BACKENDS", "ActivationCheck", "Backend", "Workload", "resolve_backend",
+           "triton_usable"]
 
 log = logging.getLogger("sustainml_exp")
+
+# auto compiles the torch backend on CPU only for runs whose largest compressed tensor has at least this many values:
+# compiling takes tens of seconds (seconds with inductor's on-disk cache), which a 3,000-node graph never earns back
+# and an arxiv-sized one (21.7M values per hidden activation) earns back in its first epoch.
+COMPILE_MIN_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,34 @@ _LOOPED_GROUP = 8192  # BatchNorm's block at G/R = 64 on 128 features: wider tha
 _SELF_CHECK_WIDE = ((2, _LOOPED_GROUP, 7, None, False), (2, 32, 7, 1.1, True), (2, 63, 9, None, False))
 # (r, proj_seed, bits, group_size, seed): a ragged last group; r past one sign word; r of the tl.dot fast path.
 _SELF_CHECK_PROJECTIONS = ((5, 11, 2, 20, 3), (65, 11, 2, 65, 3), (16, 11, 2, 64, 3))
+_SELF_CHECK_DROPOUT_P = 0.3
+# quantize_pack arguments (bits, group_size, vm_a, fp32_tail) of a run (``Workload``): checked on top of the cases
+# above, so that a compiled backend is checked, and compiled, exactly where it will run.
+QuantArgs = tuple[int, int, "float | None", bool]
+
+
+@dataclass(frozen=True)
+class ActivationCheck:
+    """The BatchNorm -> ReLU -> dropout a run applies (``compress.activation``), to check on ``rows`` x ``width``
+    values: its BatchNorm input's quantize_pack arguments, dropout probability and lean flag."""
+
+    rows: int
+    width: int
+    quant_args: QuantArgs
+    dropout_p: float
+    lean: bool
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run will compress: its largest compressed tensor (values), the quantize_pack arguments and dropout
+    probability it will use, and its activation layers. ``resolve_backend`` checks a backend on exactly these (for
+    a compiled backend that also compiles what the run needs, before its first epoch), and auto picks by size."""
+
+    largest_values: int
+    quant_args: tuple[QuantArgs, ...]
+    dropout_p: float
+    activation: ActivationCheck | None = None
 
 
 def _quantize_problem(backend: Backend, x: torch.Tensor, args: tuple) -> str | None:
@@ -218,13 +253,15 @@ def fast_projection_problem(packed: Any, x: torch.Tensor, args: tuple) -> str | 
 
 
 @lru_cache(maxsize=16)
-def _self_check(backend: Backend, device_type: str, device_index: int | None) -> str | None:
+def _self_check(backend: Backend, device_type: str, device_index: int | None, quant_args: tuple[QuantArgs, ...] = (),
+                dropout_p: float = _SELF_CHECK_DROPOUT_P, activation: ActivationCheck | None = None) -> str | None:
     """None when ``backend`` reproduces the torch reference on this device, else why not: byte for byte for
-    packing (fused, slab, looped, one-pass and two-pass general quantize paths; fp32, fp16 and bf16 inputs),
-    masks and the exact projection (r within and past one sign word); to within one quantization level for the
-    fast projection.
-    Kernels that compile but compute differently on some GPU would otherwise corrupt a whole training run
-    silently; this costs a few milliseconds once per process and device."""
+    packing (fused, slab, looped, one-pass and two-pass general quantize paths; fp32, fp16 and bf16 inputs; and a
+    run's own arguments), masks and the exact projection (r within and past one sign word); to within one quantization
+    level for the fast projection; and a run's BatchNorm -> ReLU -> dropout (see ``_activation_problem``). Kernels that
+    compile but compute differently on some GPU or compiler would otherwise corrupt a whole training run silently; this
+    costs a few milliseconds once per process and device (plus, for the compiled backend, compiling what the run
+    needs)."""
     device = torch.device(device_type, device_index)
     try:
         gen = torch.Generator().manual_seed(0)
@@ -232,12 +269,23 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None) ->
         wide = torch.randn(2 * _LOOPED_GROUP + 100, generator=gen).to(device)  # two looped groups, a short one
         cases = [(x, args) for args in _SELF_CHECK_QUANTIZE] + [(wide, args) for args in _SELF_CHECK_WIDE]
         cases += [(x.to(dtype), _SELF_CHECK_QUANTIZE[0]) for dtype in (torch.float16, torch.bfloat16)]
+        # A run's own block sizes: two full groups and a ragged rest (the layout's three cases).
+        cases += [(torch.randn(2 * group_size + 13, generator=gen).to(device), (bits, group_size, 7, vm_a, tail))
+                  for bits, group_size, vm_a, tail in quant_args]
         for tensor, args in cases:
             if problem := _quantize_problem(backend, tensor, args):
                 return problem
+        masked = torch.randn(37, 32, generator=gen).to(device)  # 32 columns: the compiled mask loops' layout
+        scale = dropout_scale(dropout_p)
         checks = [("relu_pack", backend.relu_pack(x), _relu_pack_torch(x)),
-                  ("dropout_pack", backend.dropout_pack(x, 0.3, 5), _dropout_pack_torch(x, 0.3, 5)),
-                  ("dropout_apply", backend.dropout_apply(x, 0.3, 5), _dropout_apply_torch(x, 0.3, 5))]
+                  ("dropout_pack", backend.dropout_pack(x, dropout_p, 5), _dropout_pack_torch(x, dropout_p, 5)),
+                  ("dropout_apply", backend.dropout_apply(x, dropout_p, 5), _dropout_apply_torch(x, dropout_p, 5))]
+        for t in (x, masked):
+            t_keep = pack_mask_ref(t > 0.5)
+            checks += [("relu_pack", backend.relu_pack(t), _relu_pack_torch(t)),
+                       ("masked_scale", backend.masked_scale(t, t_keep, scale), _masked_scale_torch(t, t_keep, scale))]
+        checks.append(("dropout_pack", backend.dropout_pack(masked, dropout_p, 5),
+                       _dropout_pack_torch(masked, dropout_p, 5)))
         if backend.project_quantize_pack_exact is not None:
             checks += [(f"project_quantize_pack{args} (exact)", tuple(backend.project_quantize_pack_exact(x, *args)),
                         tuple(project_quantize_pack_ref(x, *args))) for args in _SELF_CHECK_PROJECTIONS]
@@ -248,34 +296,96 @@ def _self_check(backend: Backend, device_type: str, device_index: int | None) ->
             for args in _SELF_CHECK_PROJECTIONS:
                 if problem := fast_projection_problem(backend.project_quantize_pack(x, *args), x, args):
                     return problem
+        if activation is not None:
+            return _activation_problem(backend, activation, device, gen)
     except Exception as exc:  # a kernel that does not compile or launch here: report it, fall back
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return None
 
 
-def resolve_backend(name: str, device: torch.device | str) -> Backend:
-    """The backend for tensors on ``device``: auto = triton on CUDA when it is usable and passes its one-time
-    self-check against the torch reference, else torch (with a warning when the self-check failed).
+def _activation_problem(backend: Backend, check: ActivationCheck, device: torch.device,
+                        generator: torch.Generator) -> str | None:
+    """None when ``backend`` runs compress.activation as the torch reference does: the forward byte for byte, the
+    backward (whose sums a fused backend may order differently) to fp32 rounding."""
+    from sustainml_exp.compress.activation import (
+        BatchNormBackward,
+        BatchNormForward,
+        activation_backward,
+        activation_forward,
+    )
+    from sustainml_exp.compress.qtensor import quantize
 
-    Raises ValueError (one line) for an unknown name, or for ``triton`` where the kernels cannot run or do not
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
+    y, grad = rand(check.rows, check.width), rand(check.rows, check.width)
+    bn = BatchNormForward(rand(check.width), rand(check.width).abs() + 0.5, rand(check.width), rand(check.width))
+    bits, group_size, vm_a, fp32_tail = check.quant_args
+    q = quantize(y, bits, group_size, vm=vm_a is not None, seed=3, fp32_tail=fp32_tail, backend="torch")
+    results = []
+    for candidate in (backend, TORCH_BACKEND):
+        h, relu_mask, drop_mask = activation_forward(y.clone(), bn, check.dropout_p, 5, check.lean, candidate)
+        g, bn_grads = activation_backward(grad.clone(), relu_mask, drop_mask, check.dropout_p, 5, check.lean,
+                                          BatchNormBackward(q, bn.mean, bn.invstd, bn.weight), None, candidate)
+        results.append(((h, relu_mask, drop_mask), (g, *bn_grads)))
+    (forward, backward), (want_forward, want_backward) = results
+    if problem := _mismatch("activation_forward", forward, want_forward):
+        return problem
+    for got, want in zip(backward, want_backward):
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())):
+            return "activation_backward differs from the torch reference beyond fp32 rounding"
+    return None
+
+
+def _checked(backend: Backend, device: torch.device, workload: Workload | None) -> str | None:
+    if workload is None:
+        return _self_check(backend, device.type, device.index)
+    return _self_check(backend, device.type, device.index, workload.quant_args, workload.dropout_p,
+                       workload.activation)
+
+
+@lru_cache(maxsize=1)
+def _compiled_backend() -> Backend:
+    from sustainml_exp.compress.compiled import COMPILED_BACKEND
+
+    return COMPILED_BACKEND
+
+
+def resolve_backend(name: str, device: torch.device | str, workload: Workload | None = None) -> Backend:
+    """The backend for tensors on ``device``.
+
+    auto: triton on CUDA when it is usable and passes its one-time self-check against the torch reference; on CPU
+    the compiled torch backend when ``workload`` says the tensors are large enough for compiling to pay
+    (``COMPILE_MIN_VALUES``) and it passes its self-check on the workload's arguments; else torch, with a warning
+    when a self-check failed. torch-compiled (CPU only) is self-checked when a ``workload`` is given.
+
+    Raises ValueError (one line) for an unknown name, or for an explicit backend that cannot run here or does not
     reproduce the reference."""
     if name not in COMPRESS_BACKENDS:
         raise ValueError(f"compress_backend={name!r} is not allowed; allowed: {', '.join(COMPRESS_BACKENDS)}")
     if name == "torch":
         return TORCH_BACKEND
     device = torch.device(device)
+    if name == "torch-compiled":
+        if device.type != "cpu":
+            raise ValueError(f"compress_backend=torch-compiled compiles the reference for CPU tensors, got "
+                             f"{device.type} tensors; allowed here: auto, torch, triton")
+        compiled = _compiled_backend()
+        if workload is not None and (problem := _checked(compiled, device, workload)) is not None:
+            raise ValueError(f"compress_backend=torch-compiled fails its self-check ({problem}); "
+                             "allowed here: auto, torch")
+        return compiled
     if name == "auto":
+        if device.type == "cpu":
+            if workload is None or workload.largest_values < COMPILE_MIN_VALUES:
+                return TORCH_BACKEND
+            return _checked_or_reference(_compiled_backend(), device, workload)
         if device.type != "cuda" or not triton_usable(device):
             return TORCH_BACKEND
-        triton = _triton_backend()
-        problem = _self_check(triton, device.type, device.index)
-        if problem is None:
-            return triton
-        _warn_fallback(problem)
-        return TORCH_BACKEND
+        return _checked_or_reference(_triton_backend(), device, workload)
     if triton_usable(device):
         triton = _triton_backend()
-        problem = _self_check(triton, device.type, device.index)
+        problem = _checked(triton, device, workload)
         if problem is not None:
             raise ValueError(f"compress_backend=triton: the kernels fail their self-check on {device} ({problem}); "
                              "allowed here: auto, torch")
@@ -288,7 +398,16 @@ def resolve_backend(name: str, device: torch.device | str) -> Backend:
                      f"interpreter), got {device.type} tensors; allowed here: auto, torch")
 
 
+def _checked_or_reference(backend: Backend, device: torch.device, workload: Workload | None) -> Backend:
+    """auto's pick: ``backend`` where it passes its self-check, else the torch reference (with a warning)."""
+    problem = _checked(backend, device, workload)
+    if problem is None:
+        return backend
+    _warn_fallback(backend.name, problem)
+    return TORCH_BACKEND
+
+
 @lru_cache(maxsize=16)
-def _warn_fallback(problem: str) -> None:
-    log.warning("compress_backend=auto: the Triton kernels fail their self-check (%s); using the torch "
-                "reference instead", problem)
+def _warn_fallback(backend: str, problem: str) -> None:
+    log.warning("compress_backend=auto: %s fails its self-check (%s); using the torch reference instead", backend,
+                problem)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.profiler import record_function
 
 from sustainml_exp.compress.backend import resolve_backend
 from sustainml_exp.compress.spec import QUANT_BITS
@@ -19,6 +20,8 @@ from sustainml_exp.compress.vm import optimal_inner_level
 from sustainml_kernels.quant_ref import rademacher_ref
 
 __all__ = [
+    "DEQUANTIZE_LABEL",
+    "QUANTIZE_LABEL",
     "QMeta",
     "QTensor",
     "dequantize",
@@ -28,6 +31,11 @@ __all__ = [
     "quantize",
     "row_chunk_alignment",
 ]
+
+# torch.profiler ranges around every (de)quantization, so a profile can attribute their time (bench_gnn --profile).
+QUANTIZE_LABEL = "quantize/pack"
+DEQUANTIZE_LABEL = "dequantize"
+
 
 @dataclass(frozen=True)
 class QMeta:
@@ -110,7 +118,7 @@ def quantize(x: torch.Tensor, bits: int, group_size: int, *, vm: bool = False, s
     (auto | torch | triton, see ``resolve_backend``) picks the implementation; the bytes are the same.
     """
     vm_a = _check_quantize_args(x, bits, group_size, vm)
-    with torch.no_grad():
+    with torch.no_grad(), record_function(QUANTIZE_LABEL):
         packed = resolve_backend(backend, x.device).quantize_pack(x, bits, group_size, seed, vm_a, fp32_tail)
     return QTensor(packed.payload, packed.mins, packed.ranges, packed.tail, tuple(x.shape), bits, group_size, vm_a,
                    seed)
@@ -125,7 +133,7 @@ def project_quantize(x2d: torch.Tensor, kept_dim: int, proj_seed: int, bits: int
     vm_a = _check_quantize_args(x2d, bits, group_size, vm)
     chosen = resolve_backend(backend, x2d.device)
     shape = (x2d.shape[0], kept_dim)
-    with torch.no_grad():
+    with torch.no_grad(), record_function(QUANTIZE_LABEL):
         if chosen.project_quantize_pack is None:
             projected = x2d.to(torch.float32) @ rademacher_ref(proj_seed, x2d.shape[1], kept_dim, device=x2d.device)
             packed = chosen.quantize_pack(projected, bits, group_size, seed, vm_a, fp32_tail)
@@ -136,7 +144,7 @@ def project_quantize(x2d: torch.Tensor, kept_dim: int, proj_seed: int, bits: int
 
 def dequantize(q: QTensor, *, backend: str = "auto") -> torch.Tensor:
     """fp32 tensor of ``q.shape``: code level / B * range + min per value, the fp32 tail copied back."""
-    with torch.no_grad():
+    with torch.no_grad(), record_function(DEQUANTIZE_LABEL):
         return resolve_backend(backend, q.payload.device).unpack_dequantize(
             q.payload, q.mins, q.ranges, q.tail, q.shape, q.bits, q.group_size, q.vm_a)
 
@@ -175,7 +183,7 @@ def dequantize_rows(q: QTensor, row_start: int, row_stop: int, *, backend: str =
     first_group, end_group = start // q.group_size, -(-packed_stop // q.group_size)
     # start is byte-aligned; the last byte may also hold codes of the next rows, which unpacking ignores.
     payload = q.payload[start * q.bits // 8: -(-packed_stop * q.bits // 8)]
-    with torch.no_grad():
+    with torch.no_grad(), record_function(DEQUANTIZE_LABEL):
         return resolve_backend(backend, q.payload.device).unpack_dequantize(
             payload, q.mins[first_group:end_group], q.ranges[first_group:end_group], tail, shape, q.bits,
             q.group_size, q.vm_a)

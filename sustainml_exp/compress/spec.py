@@ -12,7 +12,7 @@ __all__ = ["COMPRESS_BACKENDS", "DEFAULT_GRAD_CHUNK_VALUES", "QUANT_BITS", "QUAN
            "effective_G_R"]
 
 QUANT_MODES = ("fp32", "exact", "block")
-COMPRESS_BACKENDS = ("auto", "torch", "triton")  # see compress.backend.resolve_backend
+COMPRESS_BACKENDS = ("auto", "torch", "torch-compiled", "triton")  # see compress.backend.resolve_backend
 QUANT_BITS = (2, 4, 8)  # widths the quantizer packs (sustainml_kernels.quant_ref packs 1 too)
 # 2^20 fp32 values = 4 MiB per dequantized chunk in the weight-gradient backward: a fraction of the N x R buffer
 # on arxiv-sized graphs (169k x 16 = 10.3 MiB), yet large enough that a chunk's matmul is not launch-bound.

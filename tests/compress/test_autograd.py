@@ -295,7 +295,8 @@ def test_lean_dropout_saves_nothing_and_gives_the_same_gradient() -> None:
 def test_backend_choice_is_validated_and_torch_is_always_available() -> None:
     assert resolve_backend("auto", "cpu").name == "torch"
     assert resolve_backend("torch", "cpu").name == "torch"
-    with pytest.raises(ValueError, match="compress_backend='cuda' is not allowed; allowed: auto, torch, triton"):
+    with pytest.raises(ValueError, match="compress_backend='cuda' is not allowed; allowed: auto, torch, "
+                                         "torch-compiled, triton"):
         resolve_backend("cuda", "cpu")
     with pytest.raises(ValueError, match="backend='cuda' is not allowed"):
         CompressionSpec(backend="cuda")

@@ -3,8 +3,10 @@
 Per hidden layer, training mode with compression enabled saves exactly what the spec lists: the projected INT2
 layer input (shared by the root linear), the projected INT2 aggregation (neighbour linear), the INT2 BatchNorm
 input, and 1-bit ReLU and dropout masks (with ``spec.lean`` the dropout mask is not stored but regenerated from
-its seed in backward). Input gradients use exact weights. FP32 mode and evaluation use the plain torch ops, so
-FP32 reproduces the paper's byte count (4864 bytes per arxiv node).
+its seed in backward). Input gradients use exact weights. The compressed training step runs as one autograd
+Function (``compressed_sage``) that frees every fp32 intermediate as soon as it can. FP32 training uses the plain
+torch ops, so FP32 reproduces the paper's byte count (4864 bytes per arxiv node); evaluation (without autograd)
+aggregates in row chunks and applies ReLU in place.
 """
 
 from __future__ import annotations
@@ -16,19 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sustainml_exp.compress import (
-    CompressionSpec,
-    compressed_batch_norm,
-    compressed_linear,
-    dropout_bitmask,
-    relu_bitmask,
-    spmm,
-)
+from sustainml_exp.compress import CompressionSpec, spmm
+from sustainml_exp.families.gnn_blockquant.compressed_sage import SAGEPlan, compressed_sage, sage_conv
 from sustainml_exp.families.gnn_blockquant.data import GraphData
 
 # Slots give every compressed tensor of a step its own random stream (see ``op_seed``).
-_SLOT_INPUT, _SLOT_AGG, _SLOT_BN, _SLOT_DROPOUT = range(4)
-_SLOTS_PER_LAYER = 4
+SLOTS = {"input": 0, "agg": 1, "bn": 2, "dropout": 3}
+_SLOTS_PER_LAYER = len(SLOTS)
 
 
 def op_seed(run_seed: int, step: int, layer: int, slot: int) -> int:
@@ -45,13 +41,10 @@ class SAGELayer(nn.Module):
         self.lin_l = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_r = nn.Linear(in_dim, out_dim, bias=False)
 
-    def forward(self, x: torch.Tensor, graph: GraphData, spec: CompressionSpec | None,
-                seed_of: dict[int, int]) -> torch.Tensor:
-        agg = spmm(graph.adj, graph.adj_t, x)
-        if spec is None:
-            return self.lin_l(agg) + self.lin_r(x)
-        return (compressed_linear(agg, self.lin_l.weight, self.lin_l.bias, spec, seed_of[_SLOT_AGG])
-                + compressed_linear(x, self.lin_r.weight, None, spec, seed_of[_SLOT_INPUT]))
+    def forward(self, x: torch.Tensor, graph: GraphData) -> torch.Tensor:
+        if not torch.is_grad_enabled():  # evaluation: never N x D aggregation and outputs at once
+            return sage_conv(x, graph.adj, self.lin_l.weight, self.lin_l.bias, self.lin_r.weight)
+        return self.lin_l(spmm(graph.adj, graph.adj_t, x)) + self.lin_r(x)
 
 
 class GraphSAGE(nn.Module):
@@ -76,37 +69,45 @@ class GraphSAGE(nn.Module):
             self._capture = None
 
     def forward(self, x: torch.Tensor, graph: GraphData, step: int = 0) -> torch.Tensor:
-        compress = self.training and self.spec.enabled
-        spec = self.spec if compress else None
+        if self.training and self.spec.enabled:
+            return self._compressed_forward(x, graph, step).log_softmax(dim=-1)
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
-            seed_of = {slot: op_seed(self.run_seed, step, i, slot) for slot in range(_SLOTS_PER_LAYER)}
             if self._capture is not None:
                 self._capture.append(x.detach())
-            x = conv(x, graph, spec, seed_of)
+            x = conv(x, graph)
             if i == last:
                 break
-            x = self._normalize(i, x, spec, seed_of[_SLOT_BN])
-            if compress:
-                x = relu_bitmask(x, spec)
-                x = dropout_bitmask(x, self.dropout, seed_of[_SLOT_DROPOUT], spec) if self.dropout > 0 else x
-            else:
-                x = F.relu(x)
-                if self.training and self.dropout > 0:
-                    # The fused op keeps a bool mask on every device; F.dropout on CPU keeps a float32 one,
-                    # which would make FP32 activation memory device-dependent (CUDA uses the fused op).
-                    x, _ = torch.native_dropout(x, self.dropout, True)
+            if self.bns is not None:
+                x = self.bns[i](x)
+            # Without autograd nothing keeps the BatchNorm output: ReLU overwrites it.
+            x = F.relu(x) if torch.is_grad_enabled() else F.relu_(x)
+            if self.training and self.dropout > 0:
+                # The fused op keeps a bool mask on every device; F.dropout on CPU keeps a float32 one,
+                # which would make FP32 activation memory device-dependent (CUDA uses the fused op).
+                x, _ = torch.native_dropout(x, self.dropout, True)
         return x.log_softmax(dim=-1)
 
-    def _normalize(self, i: int, x: torch.Tensor, spec: CompressionSpec | None, seed: int) -> torch.Tensor:
-        if self.bns is None:
-            return x
-        bn = self.bns[i]
-        if spec is None:
-            return bn(x)
-        bn.num_batches_tracked.add_(1)
-        return compressed_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.momentum,
-                                     bn.eps, spec, seed)
+    def _compressed_forward(self, x: torch.Tensor, graph: GraphData, step: int) -> torch.Tensor:
+        params: list[torch.Tensor] = []
+        for conv in self.convs:
+            params += [conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight]
+        running_stats, momentum, eps = [], 0.0, 0.0
+        if self.bns:  # None without BatchNorm, empty with a single layer
+            for bn in self.bns:
+                if bn.momentum is None:
+                    raise ValueError("compressed training needs BatchNorm with a float momentum (cumulative "
+                                     "averaging is not supported)")
+                bn.num_batches_tracked.add_(1)
+                params += [bn.weight, bn.bias]
+                running_stats.append((bn.running_mean, bn.running_var))
+            momentum, eps = self.bns[0].momentum, self.bns[0].eps
+        seeds = [{slot: op_seed(self.run_seed, step, i, slot) for slot in SLOTS.values()}
+                 for i in range(len(self.convs))]
+        plan = SAGEPlan(adj=graph.adj, adj_t=graph.adj_t, spec=self.spec, num_layers=len(self.convs), seeds=seeds,
+                        dropout=self.dropout, batch_norm=bool(self.bns), running_stats=running_stats,
+                        momentum=momentum, eps=eps, slots=SLOTS, capture=self._capture)
+        return compressed_sage(plan, x, params)
 
 
 def effective_group_rows(model: GraphSAGE) -> str:

@@ -6,6 +6,8 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sustainml_exp.compress import CompressionSpec, resolve_backend
+from sustainml_exp.compress.backend import ActivationCheck, QuantArgs, Workload
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
 from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
@@ -34,12 +37,39 @@ def compression_spec(cfg: GNNRunConfig, backend: str | None = None) -> Compressi
                            backend=backend or c.backend, lean=c.lean)
 
 
-def resolved_backend(cfg: GNNRunConfig, device: str) -> str:
-    """The backend the compressed ops will use on ``device`` ('none' when nothing is compressed); raises
-    ValueError (one line) for compress_backend=triton where the Triton kernels cannot run."""
+def compression_workload(cfg: GNNRunConfig, graph: GraphData) -> Workload:
+    """What the model will compress on ``graph``: its largest compressed tensor, every quantize_pack argument tuple
+    (bits, group_size, vm_a, fp32_tail) its layers use, and its BatchNorm -> ReLU -> dropout (checked on two
+    BatchNorm groups of rows plus the graph's ragged last group, so that a compiled backend compiles those shapes)."""
+    from sustainml_exp.compress.vm import optimal_inner_level
+
+    spec, m = compression_spec(cfg), cfg.model
+
+    def quant_args(group_size: int) -> QuantArgs:
+        return spec.bits, group_size, optimal_inner_level(group_size) if spec.vm else None, spec.fp32_tail
+
+    dims = [graph.x.shape[1]] + [m.hidden] * (m.num_layers - 1)
+    args = {quant_args(spec.group_size(spec.projected_dim(d))) for d in dims}
+    activation = None
+    if m.batch_norm and m.num_layers > 1:
+        bn_args = quant_args(spec.group_size(m.hidden))
+        args.add(bn_args)
+        group_rows = spec.rows_per_group(m.hidden)
+        activation = ActivationCheck(rows=2 * group_rows + graph.num_nodes % group_rows, width=m.hidden,
+                                     quant_args=bn_args, dropout_p=m.dropout, lean=spec.lean)
+    return Workload(largest_values=graph.num_nodes * max(dims), quant_args=tuple(sorted(args, key=str)),
+                    dropout_p=m.dropout, activation=activation)
+
+
+def resolved_backend(cfg: GNNRunConfig, device: str, graph: GraphData | None = None) -> str:
+    """The backend the compressed ops will use on ``device`` ('none' when nothing is compressed). Without a graph
+    only the choice itself is checked: ValueError (one line) for a backend that cannot run here. With one, auto
+    may pick the compiled backend for a large graph, and the chosen one is self-checked (and compiled) on the
+    model's own quantization arguments, outside any timed epoch."""
     if cfg.compress.quant == "fp32":
         return "none"
-    return resolve_backend(cfg.compress.backend, torch.device(device)).name
+    workload = None if graph is None else compression_workload(cfg, graph)
+    return resolve_backend(cfg.compress.backend, torch.device(device), workload).name
 
 
 def build_model(cfg: GNNRunConfig, graph: GraphData, backend: str | None = None) -> GraphSAGE:
@@ -66,27 +96,40 @@ def _accuracy(pred: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: GraphSAGE, graph: GraphData) -> tuple[float, float, float]:
+def evaluate(model: torch.nn.Module, graph: GraphData) -> tuple[float, float, float]:
     model.eval()
     pred = model(graph.x, graph).argmax(dim=-1)
     return (_accuracy(pred, graph.y, graph.train_idx), _accuracy(pred, graph.y, graph.val_idx),
             _accuracy(pred, graph.y, graph.test_idx))
 
 
-def train_step(model: GraphSAGE, graph: GraphData, optimizer: torch.optim.Optimizer, cfg: GNNRunConfig,
-               step: int) -> torch.Tensor:
+TRAIN_PHASES = ("forward", "backward", "optimizer")
+
+
+def _no_phase(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+def train_step(model: torch.nn.Module, graph: GraphData, optimizer: torch.optim.Optimizer, cfg: GNNRunConfig,
+               step: int, phase: Callable[[str], AbstractContextManager[Any]] = _no_phase) -> torch.Tensor:
+    """One full-batch training step; ``phase(name)`` wraps each of TRAIN_PHASES (profiler labels, per-phase peak
+    memory in scripts/bench_gnn.py)."""
     model.train()
-    optimizer.zero_grad(set_to_none=True)
-    out = model(graph.x, graph, step)
-    loss = training_loss(out[graph.train_idx], graph.y[graph.train_idx], cfg.model.loss)
-    loss.backward()
-    if cfg.model.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.model.grad_clip)
-    optimizer.step()
+    with phase("forward"):
+        optimizer.zero_grad(set_to_none=True)
+        out = model(graph.x, graph, step)
+        loss = training_loss(out[graph.train_idx], graph.y[graph.train_idx], cfg.model.loss)
+        del out
+    with phase("backward"):
+        loss.backward()
+    with phase("optimizer"):
+        if cfg.model.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.model.grad_clip)
+        optimizer.step()
     return loss.detach()
 
 
-def measure_activation_mb(model: GraphSAGE, graph: GraphData, cfg: GNNRunConfig) -> float:
+def measure_activation_mb(model: torch.nn.Module, graph: GraphData, cfg: GNNRunConfig) -> float:
     """act_mem_mb of one training-mode forward (paper protocol, see memory.py); leaves no graph behind."""
     model.train()
     with record_saved_tensors() as ledger:
@@ -118,9 +161,10 @@ def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str,
 
 def run(cfg: GNNRunConfig, ctx: RunContext) -> dict[str, Any]:
     device = ctx.device
-    backend = resolved_backend(cfg, device)  # fails before any data is loaded when triton cannot run here
+    resolved_backend(cfg, device)  # fails before any data is loaded when the backend cannot run here
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
     cfg.check_graph_size(graph.num_nodes)
+    backend = resolved_backend(cfg, device, graph)
     model = build_model(cfg, graph, None if backend == "none" else backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
