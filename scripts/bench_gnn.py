@@ -78,7 +78,7 @@ def build(name: str, cfg: GNNRunConfig, graph: GraphData, device: str) -> tuple[
         model = PygGraphSAGE(graph.x.shape[1], m.hidden, graph.num_classes, m.num_layers, m.dropout, m.batch_norm,
                              pyg_adj_t(graph))
         return model.to(device), "none"
-    backend = resolved_backend(cfg, device, graph)
+    backend = resolved_backend(cfg, device, graph.shape)
     return build_model(cfg, graph, None if backend == "none" else backend).to(device), backend
 
 

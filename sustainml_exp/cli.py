@@ -217,6 +217,8 @@ def _task(cfg: DictConfig) -> None:
     typed = to_typed(cfg)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     record = run_experiment(typed, config_dict, HydraConfig.get().runtime.output_dir)
+    if record["status"] == "oom":
+        print(f"sml-run: error: {record['error'].partition(': ')[2]}", file=sys.stderr)
     if record["status"] != "ok" and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)
 

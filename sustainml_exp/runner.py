@@ -18,6 +18,7 @@ from typing import Any
 
 from sustainml_exp.config.schema import NON_SEMANTIC_KEYS, BaseRunConfig
 from sustainml_exp.errors import ConfigError
+from sustainml_exp.memory_budget import MemoryPreflightError
 from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
 from sustainml_exp.registry import get_family
@@ -150,7 +151,9 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     except Exception as exc:  # noqa: BLE001 - every failure must become a recorded row
         record["status"] = "oom" if _is_oom(exc) else "failed"
         record["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
-        log.error("run %s %s: %s", record["run_id"], record["status"], record["error"])
+        record.update(getattr(exc, "record_fields", {}))  # what a refused run knew, e.g. its estimated peak
+        if not isinstance(exc, MemoryPreflightError):  # the CLI prints a refusal as its one error line
+            log.error("run %s %s: %s", record["run_id"], record["status"], record["error"])
     finally:
         if meter is not None:
             report = meter.stop()
@@ -167,7 +170,7 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
 
 
 def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, (MemoryError, MemoryPreflightError)):
         return True
     try:
         import torch

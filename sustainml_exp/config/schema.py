@@ -96,4 +96,5 @@ class BaseRunConfig:
 
 
 # Keys that name where things go, not what is computed: excluded from cfg_hash so moving results keeps run ids.
-NON_SEMANTIC_KEYS = ("seed", "results_dir", "data_dir", "download", "progress", "rerun")
+NON_SEMANTIC_KEYS = ("seed", "results_dir", "data_dir", "download", "progress", "rerun", "memory_check",
+                     "memory_budget_mb")

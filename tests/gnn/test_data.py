@@ -29,7 +29,7 @@ from sustainml_exp.families.gnn_blockquant.data import (  # noqa: E402
     build_graph_data,
     generate_synthetic,
     load_graph,
-    mean_aggregation_adjacency,
+    undirected_mean_adjacency,
 )
 
 ARXIV_NODES, ARXIV_DIRECTED_EDGES = 169_343, 1_166_243
@@ -84,7 +84,8 @@ def assert_mean_adjacency(g: GraphData) -> None:
 
 
 def test_allowed_names() -> None:
-    assert GRAPH_DATASETS == ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
+    assert GRAPH_DATASETS == ("synthetic", "synthetic_arxiv", "synthetic_products", "ogbn-arxiv", "ogbn-products",
+                              "flickr")
 
 
 def test_unknown_name_is_config_error_listing_allowed(tmp_path: Path) -> None:
@@ -92,21 +93,23 @@ def test_unknown_name_is_config_error_listing_allowed(tmp_path: Path) -> None:
         load_graph("cora", tmp_path, 0)
     message = str(err.value)
     assert "\n" not in message and "'cora'" in message
-    assert message.endswith("allowed: synthetic, synthetic_arxiv, ogbn-arxiv, flickr")
+    assert message.endswith(
+        "allowed: synthetic, synthetic_arxiv, synthetic_products, ogbn-arxiv, ogbn-products, flickr")
 
 
 def test_mean_adjacency_on_hand_made_graph() -> None:
-    # messages 0->1, 2->1, 1->0, a duplicate 2->1, node 3 receives nothing
-    edge_index = torch.tensor([[0, 2, 1, 2], [1, 1, 0, 1]])
-    adj, adj_t = mean_aggregation_adjacency(edge_index, 4)
-    expected = torch.zeros(4, 4)
+    # edges 0-1 (both directions given), 2->1 (twice), a self loop 3->3; nodes 3 and 4 end up isolated
+    edge_index = torch.tensor([[0, 2, 1, 2, 3], [1, 1, 0, 1, 3]])
+    adj, adj_t = undirected_mean_adjacency(edge_index, 5)
+    expected = torch.zeros(5, 5)
     expected[1, 0] = expected[1, 2] = 0.5
-    expected[0, 1] = 1.0
+    expected[0, 1] = expected[2, 1] = 1.0
     assert adj.layout == adj_t.layout == torch.sparse_csr
     assert torch.equal(dense(adj), expected)
     assert torch.equal(dense(adj_t), expected.t())
-    h = torch.arange(8, dtype=torch.float32).view(4, 2)
-    assert torch.equal(adj @ h, torch.stack([h[1], (h[0] + h[2]) / 2, torch.zeros(2), torch.zeros(2)]))
+    assert adj_t.col_indices().data_ptr() == adj.col_indices().data_ptr(), "adj_t shares adj's indices"
+    h = torch.arange(10, dtype=torch.float32).view(5, 2)
+    assert torch.equal(adj @ h, torch.stack([h[1], (h[0] + h[2]) / 2, h[1], torch.zeros(2), torch.zeros(2)]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from typing import Any, Optional
 
 from sustainml_exp.config.schema import BaseRunConfig, check_choice, check_range
 from sustainml_exp.errors import ConfigError
+from sustainml_exp.memory_budget import MEMORY_CHECKS
 
-GRAPH_DATASETS = ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
+GRAPH_DATASETS = (
+    "synthetic", "synthetic_arxiv", "synthetic_products", "ogbn-arxiv", "ogbn-products", "flickr")
 QUANT_MODES = ("fp32", "exact", "block")
 QUANT_BITS = (2, 4, 8)
 LOSSES = ("ce", "exact_arxiv")
@@ -94,6 +96,10 @@ class GNNRunConfig(BaseRunConfig):
     eval_every: int = 1
     # After training, histogram the normalized layer inputs for Table 5 / Figure 9.
     activation_stats: bool = True
+    # Before loading the graph, estimate the run's peak memory and compare it with memory_budget_mb (null: what the
+    # device offers): error refuses a run that will not fit (status oom), warn only logs it, off skips the check.
+    memory_check: str = "error"
+    memory_budget_mb: Optional[float] = None
     model: SAGEConfig = field(default_factory=SAGEConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
 
@@ -127,5 +133,8 @@ class GNNRunConfig(BaseRunConfig):
         check_choice("compress_backend", self.compress_backend, COMPRESS_BACKENDS)
         check_range("warmup_epochs", self.warmup_epochs, lo=0)
         check_range("eval_every", self.eval_every, lo=1)
+        check_choice("memory_check", self.memory_check, MEMORY_CHECKS)
+        if self.memory_budget_mb is not None:
+            check_range("memory_budget_mb", self.memory_budget_mb, lo=0.0, lo_open=True)
         self.model.validate()
         self.compress.validate()
