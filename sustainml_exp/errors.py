@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataMissingError(UserError):
     """A dataset that is not on disk: says what is missing, where it was looked for and how to get it."""
+
+
+class StorageError(UserError):
+    """A results folder that cannot be written: names the folder and the operating system's reason."""

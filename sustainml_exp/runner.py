@@ -1,15 +1,27 @@
 """One run = seed everything, meter energy, call the family, write exactly one record.
 
-A run that raises still records status failed (or oom) with the error; an interrupted run (Ctrl-C, SIGTERM from
-Slurm, submitit's exit before a requeue) writes no record and leaves no temp file, so a requeued task starts clean.
-A run whose run_id already has an ok record is skipped unless ``rerun=true``.
+A run that raises still records status failed (or oom) with the error, and its full traceback goes to the run's
+log and to ``traceback.txt`` in its output folder; an interrupted run (Ctrl-C, SIGTERM, submitit's exit before a
+requeue) writes no record and leaves no temp file, so a requeued task starts clean. A run whose run_id already has
+an ok record is skipped unless ``rerun=true``, and a rerun that fails never replaces that ok record.
+
+The record goes to the run's output folder first, then to the results store; when the store cannot be written at
+the end (disk full, permissions changed), the log says in one line where the record was kept.
+
+Contract for a family's ``run(cfg, ctx)``: Ctrl-C and SIGTERM reach Python code only between bytecodes, so a single
+native call (a solver, a C extension loop) must either return within seconds or run where a signal can end it (a
+child process, or a library callback that checks for interruption). Let KeyboardInterrupt propagate: never catch
+it or BaseException without re-raising.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -22,7 +34,7 @@ from sustainml_exp.memory_budget import MemoryPreflightError
 from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
 from sustainml_exp.registry import get_family
-from sustainml_exp.results import read_record, record_paths, write_record
+from sustainml_exp.results import check_writable, read_record, record_paths, write_record
 
 log = logging.getLogger("sustainml_exp")
 
@@ -34,6 +46,15 @@ class RunContext:
     device: str  # resolved: cpu | cuda
     output_dir: Path
     make_progress: Callable[[int, str], Progress]
+
+
+@dataclass
+class RunOutcome:
+    """What ``run_experiment`` did: the record, whether the run was a skip, and where its record is."""
+
+    record: dict[str, Any]
+    skipped: bool
+    stored: bool  # the record is in the results store (False: only in the run's output folder, or nowhere)
 
 
 def resolve_device(requested: str) -> str:
@@ -76,16 +97,16 @@ def _energy_meter(cfg: BaseRunConfig, output_dir: Path, device: str):
     return make_energy_meter(EnergyConfig(**asdict(cfg.energy)), log_dir=output_dir / "energy", device=device)
 
 
-def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    """Run one configured experiment and return the record written for it."""
+def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: Path) -> RunOutcome:
+    """Run one configured experiment and record it; an interrupt propagates and records nothing."""
     family = get_family(cfg.experiment)
     output_dir = Path(output_dir)
     cfg_hash, run_id = run_identity(config_dict, cfg.seed)
+    store_path = record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0]
     done = finished_record(cfg, run_id)
     if done is not None:
-        log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id,
-                 record_paths(Path(cfg.results_dir), cfg.experiment, run_id, None)[0])
-        return done
+        log.info("run %s already has an ok record (%s); skipped (rerun=true runs it again)", run_id, store_path)
+        return RunOutcome(done, skipped=True, stored=True)
     sha, dirty = git_state()
     versions = library_versions()
     record: dict[str, Any] = {
@@ -121,6 +142,9 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     meter = None
     threads_before = None
     try:
+        # Before any work: a store that cannot take the record would waste the whole run (a compute node may see
+        # another file system than the submitting host, which sml-run checked).
+        check_writable(store_path.parent)
         device = resolve_device(cfg.device)
         record["device"] = device
         if device == "cuda":
@@ -147,13 +171,14 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
         record.update(metrics)
         record["status"] = "ok"
     except KeyboardInterrupt:
+        meter = None  # end now: stopping the meter may wait up to energy.timeout_s for carbontracker
         raise
     except Exception as exc:  # noqa: BLE001 - every failure must become a recorded row
         record["status"] = "oom" if _is_oom(exc) else "failed"
         record["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
         record.update(getattr(exc, "record_fields", {}))  # what a refused run knew, e.g. its estimated peak
         if not isinstance(exc, MemoryPreflightError):  # the CLI prints a refusal as its one error line
-            log.error("run %s %s: %s", record["run_id"], record["status"], record["error"])
+            _report_failure(record, output_dir)
     finally:
         if meter is not None:
             report = meter.stop()
@@ -165,8 +190,59 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     record["wall_s"] = time.perf_counter() - t0
     record["versions"] = versions
     record["config"] = config_dict
-    write_record(record, record_paths(Path(cfg.results_dir), cfg.experiment, record["run_id"], output_dir))
-    return record
+    return RunOutcome(record, skipped=False, stored=_save_record(record, Path(cfg.results_dir), output_dir))
+
+
+def _report_failure(record: dict[str, Any], output_dir: Path) -> None:
+    """One line on the console; the full traceback in traceback.txt and in the run's log files."""
+    text = traceback.format_exc()
+    where = output_dir / "traceback.txt"
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        where.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        where = None
+        log.warning("could not save the traceback in %s (%s)", output_dir, exc)
+    log.error("run %s %s: %s%s", record["run_id"], record["status"], record["error"],
+              f" (traceback: {where})" if where else "")
+    # The console keeps one line; file handlers (Hydra's <job>.log in the output folder) get the whole traceback.
+    entry = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run %s %s", (record["run_id"], record["status"]),
+                           sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(entry)
+
+
+def _save_record(record: dict[str, Any], results_dir: Path, output_dir: Path) -> bool:
+    """Write the record to the output folder, then to the store; True when the store has it.
+
+    A failed rerun leaves the store's ok record in place. Every outcome other than a stored record is one log
+    line saying where the record is."""
+    store_path, kept = record_paths(results_dir, record["experiment"], record["run_id"], output_dir)
+    try:
+        write_record(record, [kept])
+    except OSError as exc:
+        kept_problem: str | None = f"{kept} ({exc})"
+    else:
+        kept_problem = None
+    run = f"run {record['run_id']}"
+    if record["status"] != "ok":
+        earlier = read_record(results_dir, record["experiment"], record["run_id"])
+        if earlier is not None and earlier.get("status") == "ok":
+            log.error("%s %s; its earlier ok record %s is kept (a failed rerun never replaces it); this run's "
+                      "record: %s", run, record["status"], store_path, kept_problem or kept)
+            return False
+    try:
+        write_record(record, [store_path])
+        return True
+    except OSError as exc:
+        if kept_problem is None:
+            log.error("%s: its record could not be written to %s (%s); it is kept in %s: copy it there once the "
+                      "problem is fixed", run, store_path, exc, kept)
+        else:
+            log.error("%s: its record could be written neither to %s (%s) nor to %s; the record as JSON: %s", run,
+                      store_path, exc, kept_problem, json.dumps(record, default=str))
+        return False
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -6,9 +6,16 @@ loop, and an unknown partition as an sbatch error after the sweep directory is h
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 # Name of conf/hydra/launcher/slurm.yaml in the hydra/launcher group.
 SLURM_LAUNCHER = "slurm"
@@ -59,3 +66,65 @@ def scheduler_problem(partition: str | None) -> str | None:
             return (f"hydra.launcher.partition={partition!r}{named} is not a partition of this cluster; "
                     f"allowed: {', '.join(known) or '(sinfo lists none)'}")
     return None
+
+
+def _array_queued(sweep_dir: Path) -> bool | None:
+    """Whether a Slurm job of the sweep is still pending or running; None when that cannot be told (nothing
+    submitted yet, or squeue failed). Job ids come from submitit's per-task folders (``.submitit/<job>_<task>``)."""
+    job_ids = sorted({p.name.split("_")[0] for p in (Path(sweep_dir) / ".submitit").glob("*_*") if p.is_dir()})
+    if not job_ids:
+        return None
+    code, text = _slurm_command("squeue", "--noheader", "--format=%i", f"--jobs={','.join(job_ids)}")
+    if code != 0:
+        # squeue refuses ids slurmctld no longer knows (MinJobAge after their end): none is queued then.
+        return False if "Invalid job id" in text else None
+    return bool(text.strip())
+
+
+def wait_for_array(sweep_dir: Path, poll_s: float = 10.0) -> None:
+    """Wait until no Slurm job of the sweep is pending or running (submitit may stop waiting at the first task that
+    ended without a result while others still run)."""
+    while _array_queued(sweep_dir):
+        time.sleep(poll_s)
+
+
+class ArrayEnded(BaseException):
+    """Raised in the main thread when no task of the sweep is queued any more while the launcher still waits.
+
+    A BaseException, so that Hydra's job machinery lets it through like an interrupt."""
+
+
+def _raise_array_ended(signum: int, frame: Any) -> None:
+    raise ArrayEnded()
+
+
+@contextlib.contextmanager
+def stop_waiting_when_array_ends(sweep_dir: Path, poll_s: float = 10.0) -> Iterator[None]:
+    """Watch squeue while the block runs; once the sweep's jobs have left the queue for two polls in a row, raise
+    ArrayEnded in the main thread.
+
+    Without Slurm accounting (no sacct), submitit learns that a task ended only from its result file, so a task
+    that was cancelled or killed (out of memory, node failure) would keep sml-run waiting forever. The records say
+    what each task did, so the sweep's summary needs nothing more from the launcher."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        gone = 0
+        while not stop.wait(poll_s):
+            gone = gone + 1 if _array_queued(sweep_dir) is False else 0
+            if gone == 2:
+                # A real signal to the main thread, so that a sleep in the launcher's wait ends at once.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                return
+
+    previous = signal.signal(signal.SIGUSR1, _raise_array_ended)
+    watcher = threading.Thread(target=watch, name="sml-slurm-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            watcher.join()
+        finally:
+            signal.signal(signal.SIGUSR1, previous)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -57,3 +59,11 @@ def test_bench_csl_compares_the_vectorised_loss_with_the_loop_oracle() -> None:
                "--stride", "8", "--batch", "2", "--threads", "1")
     assert "| training step" in out and "| sampler + loss" in out
     assert "projected 300-epoch MoNuSeg training" in out
+
+
+@pytest.mark.slow
+def test_interrupt_latency_ends_a_training_run_with_the_signals_status() -> None:
+    out = _run("interrupt_latency.py", "--cases", "gnn", "--signal", "SIGTERM", "--delays", "12")
+    (row,) = [line for line in out.splitlines() if line.startswith("| gnn |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["gnn", "12", "SIGTERM", "143"] and float(cells[4]) < 60

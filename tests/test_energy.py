@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,22 +185,29 @@ def test_hanging_carbontracker_is_cut_off(tmp_path, monkeypatch, target):
     from carbontracker import tracker
 
     cls_name, attr = target.split(".")
+    released = threading.Event()
 
     def hang(*args, **kwargs):
-        time.sleep(2.0)
+        released.wait(10.0)
 
     monkeypatch.setattr(getattr(tracker, cls_name), attr, hang)
     cfg = EnergyConfig(timeout_s=0.3)
     meter = make_energy_meter(cfg, tmp_path, "cpu")
-    t0 = time.perf_counter()
-    meter.start()
-    meter.epoch_start()
-    meter.epoch_end()
-    report = meter.stop()
-    # Bounded by timeout_s per blocking call (plus the uncached TDP lookup a first start may need).
-    assert time.perf_counter() - t0 < 1.5 + 2 * cfg.timeout_s
-    assert math.isnan(report.energy_kwh)
-    assert report.cpu_power_source.startswith("unavailable:timeout(")
+    try:
+        t0 = time.perf_counter()
+        meter.start()
+        meter.epoch_start()
+        meter.epoch_end()
+        report = meter.stop()
+        # Bounded by timeout_s per blocking call (plus the uncached TDP lookup a first start may need).
+        assert time.perf_counter() - t0 < 1.5 + 2 * cfg.timeout_s
+        assert math.isnan(report.energy_kwh)
+        assert report.cpu_power_source.startswith("unavailable:timeout(")
+    finally:
+        # A constructor left hanging holds the process-wide patch lock; free it so the next meter can start.
+        released.set()
+        assert meter_mod._PATCH_LOCK.acquire(timeout=10.0)
+        meter_mod._PATCH_LOCK.release()
 
 
 def test_stop_without_start_and_twice(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sustainml_exp.peak_memory import PeakMemory
+from sustainml_exp.peak_memory import PeakMemory, PhasePeaks
 
 
 def _touch_mb(mb: int) -> torch.Tensor:
@@ -30,3 +30,19 @@ def test_reset_forgets_the_previous_region() -> None:
     if meter.source != "cpu:rss_high_water_mark":
         pytest.skip(f"this kernel refuses the high-water-mark reset ({meter.source})")
     assert meter.peak_mb() < first_peak - 200
+
+
+def test_phases_record_their_peak_and_what_they_leave_held() -> None:
+    meter = PhasePeaks("cpu")
+    meter.start()
+    if meter.meter.source != "cpu:rss_high_water_mark":
+        pytest.skip(f"this kernel refuses the high-water-mark reset ({meter.meter.source})")
+    with meter.phase("allocate"):
+        kept = _touch_mb(128)
+        transient = _touch_mb(128)
+        del transient
+    with meter.phase("free"):
+        del kept
+    allocate, free = meter.phases["allocate"], meter.phases["free"]
+    assert allocate.peak_mb >= 240 and 100 <= allocate.end_mb <= allocate.peak_mb - 100
+    assert free.peak_mb == pytest.approx(allocate.end_mb, abs=20) and free.end_mb < 30

@@ -13,10 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cli_helpers import run_cli
 from sustainml_exp import provenance
 from sustainml_exp.results import COMMON_COLUMNS, load_records, merge_records, write_record
-from sustainml_exp.slurm import scheduler_problem
+from sustainml_exp.slurm import ArrayEnded, scheduler_problem, stop_waiting_when_array_ends, wait_for_array
 
 QUICK = ("dataset=synthetic", "epochs=2", "energy=none", "progress=off")
 
@@ -131,6 +133,45 @@ def test_slurm_sweep_value_that_fails_validation_fails_at_submission(sml_run, tm
     assert not (tmp_path / "results").exists()
 
 
+def _submitted_sweep(tmp_path: Path, monkeypatch, squeue: str) -> Path:
+    """A sweep folder with submitit's folder of task 0 of job 12, and a stand-in squeue on PATH."""
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / ".submitit" / "12_0").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\n{squeue}\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return sweep_dir
+
+
+def test_waiting_for_an_array_stops_once_its_tasks_leave_the_queue(tmp_path: Path, monkeypatch) -> None:
+    # squeue lists task 12_1 twice, then nothing: submitit would wait for a killed task's result forever.
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); '
+                                 f'echo $((n + 1)) > {tmp_path}/n; [ "$n" -lt 2 ] && echo 12_1; exit 0')
+    started = time.monotonic()
+    with pytest.raises(ArrayEnded):
+        with stop_waiting_when_array_ends(sweep_dir, poll_s=0.05):
+            time.sleep(30)
+    assert time.monotonic() - started < 10
+    assert int((tmp_path / "n").read_text()) == 4  # queued, queued, gone, gone
+
+
+def test_an_array_still_queued_keeps_the_launcher_waiting(tmp_path: Path, monkeypatch) -> None:
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, "echo 12_1")
+    with stop_waiting_when_array_ends(sweep_dir, poll_s=0.05):
+        time.sleep(0.5)  # no ArrayEnded
+
+
+def test_wait_for_array_polls_until_slurm_no_longer_lists_the_jobs(tmp_path: Path, monkeypatch) -> None:
+    # Listed twice, then gone for good: squeue refuses ids slurmctld has forgotten (MinJobAge after their end).
+    sweep_dir = _submitted_sweep(tmp_path, monkeypatch, f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); '
+                                 f'echo $((n + 1)) > {tmp_path}/n; [ "$n" -lt 2 ] && echo 12_1 && exit 0; '
+                                 "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    wait_for_array(sweep_dir, poll_s=0.05)
+    assert int((tmp_path / "n").read_text()) == 3
+
+
 def test_slurm_launcher_needs_a_sweep(sml_run) -> None:
     _assert_one_line_error(sml_run("hydra/launcher=slurm", *QUICK), "add -m")
 
@@ -180,7 +221,8 @@ def test_merge_while_tasks_are_writing_sees_only_whole_records(tmp_path: Path) -
     def write_many() -> None:
         for i in range(150):
             record = {**{c: "" for c in COMMON_COLUMNS}, "run_id": f"r{i:03d}", "experiment": "gnn_blockquant",
-                      "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}", "payload": "x" * 20000}
+                      "status": "ok", "seed": 0, "started_utc": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}",
+                      "payload": "x" * 20000}
             write_record(record, [run_dir / f"r{i:03d}.json"])
 
     writer = threading.Thread(target=write_many)
@@ -231,6 +273,21 @@ def test_table5_runs_then_table4_skips_the_runs_they_share(tmp_path: Path) -> No
     assert len(marks) == 10
     assert sorted(k for k, mark in marks.items() if mark == "skip") == sorted(
         k for k in marks if "quant=exact" in k)
+
+
+def test_reproduce_script_runs_every_sweep_builds_the_tables_then_exits_1_when_a_job_failed(tmp_path: Path) -> None:
+    # Neither dataset is on disk here: every job of both sweeps fails at once; the second sweep still runs.
+    results = tmp_path / "results"
+    proc = _reproduce("table5.sh", "energy=none", "progress=off", cwd=tmp_path, ARXIV_DATASET="ogbn-arxiv",
+                      FLICKR_DATASET="flickr", SEEDS="0", EPOCHS="2", DEVICE="cpu", RESULTS_DIR=str(results),
+                      DATA_DIR=str(tmp_path / "data"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    records = load_records(results, "gnn_blockquant")
+    assert sorted((r["dataset"], r["status"]) for r in records) == [
+        ("flickr", "failed"), ("ogbn-arxiv", "failed"), ("ogbn-arxiv", "failed")]
+    assert (results / "tables" / "table5.md").is_file()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "table5.sh: sweep(s) with failed jobs: arxiv-exact flickr-exact (summaries above); ")
 
 
 def test_reproduce_script_refuses_an_unknown_launcher(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@
 # Arguments: an optional first --dry-run (list every job and whether it is already done; run and submit nothing),
 # then extra overrides passed to every sml-run call (e.g. energy=none, hydra.launcher.partition=gpu).
 # Finished runs (an ok record under RESULTS_DIR) are skipped, so a script can be rerun after a partial failure,
-# and runs that several tables share are done once.
+# and runs that several tables share are done once. A sweep with a failed job does not stop the others: the tables
+# are built from every record, then the script exits 1.
 set -euo pipefail
 
 RESULTS_DIR="${RESULTS_DIR:-./results}"
@@ -36,8 +37,10 @@ case "${LAUNCHER}" in
 esac
 
 COMMON=("results_dir=${RESULTS_DIR}" "data_dir=${DATA_DIR}" "device=${DEVICE}" "download=${DOWNLOAD}")
-STAMP="$(date +%Y-%m-%d_%H-%M-%S)"
+# Nanoseconds and this shell's pid: two scripts started at the same moment never share a sweep folder.
+STAMP="$(date +%Y-%m-%d_%H-%M-%S-%N)-$$"
 PIDS=()
+FAILED_SWEEPS=()
 
 # sweep LABEL OVERRIDES...: one `sml-run -m`. On Slurm the sweeps run side by side (each sml-run blocks until its
 # array ends), each in its own sweep folder so that their Hydra output folders never collide.
@@ -49,23 +52,33 @@ sweep() {
     echo "+ ${cmd[*]}" >&2
     if [[ "${LAUNCHER}" == slurm && ${#DRY_RUN[@]} -eq 0 ]]; then
         "${cmd[@]}" &
-        PIDS+=($!)
+        PIDS+=("$!:${label}")
     else
-        "${cmd[@]}"
+        local status=0
+        "${cmd[@]}" || status=$?
+        # 2: bad input, found before anything ran (the later sweeps share the arguments); >= 128: interrupted.
+        if (( status == 2 || status >= 128 )); then
+            exit "${status}"
+        elif (( status != 0 )); then
+            FAILED_SWEEPS+=("${label}")
+        fi
     fi
 }
 
-# finish: wait for the Slurm sweeps, then regenerate every table from the records (not after a dry run).
+# finish: wait for the Slurm sweeps, regenerate every table from the records (not after a dry run), then exit 1
+# if any sweep had a failed job.
 finish() {
-    local failed=0 pid
-    for pid in "${PIDS[@]}"; do
-        wait "${pid}" || failed=1
+    local entry tables=0
+    for entry in "${PIDS[@]}"; do
+        wait "${entry%%:*}" || FAILED_SWEEPS+=("${entry#*:}")
     done
-    if (( failed )); then
-        echo "${SCRIPT_NAME}: a sweep failed (see above); its finished runs are recorded, rerun to retry the rest" >&2
+    if [[ ${#DRY_RUN[@]} -eq 0 ]]; then
+        sml-tables --results-dir "${RESULTS_DIR}" || tables=$?
+    fi
+    if (( ${#FAILED_SWEEPS[@]} )); then
+        echo "${SCRIPT_NAME}: sweep(s) with failed jobs: ${FAILED_SWEEPS[*]} (summaries above); finished runs are" \
+             "recorded and the tables built from them; rerun the script to retry only what failed" >&2
         exit 1
     fi
-    if [[ ${#DRY_RUN[@]} -eq 0 ]]; then
-        sml-tables --results-dir "${RESULTS_DIR}"
-    fi
+    exit "${tables}"
 }

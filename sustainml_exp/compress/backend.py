@@ -375,20 +375,10 @@ def resolve_backend(name: str, device: torch.device | str, workload: Workload | 
         if device.type == "cpu":
             if workload is None or workload.largest_values < COMPILE_MIN_VALUES:
                 return TORCH_BACKEND
-            compiled = _compiled_backend()
-            problem = _checked(compiled, device, workload)
-            if problem is None:
-                return compiled
-            _warn_fallback("torch-compiled", problem)
-            return TORCH_BACKEND
+            return _checked_or_reference(_compiled_backend(), device, workload)
         if device.type != "cuda" or not triton_usable(device):
             return TORCH_BACKEND
-        triton = _triton_backend()
-        problem = _checked(triton, device, workload)
-        if problem is None:
-            return triton
-        _warn_fallback("triton", problem)
-        return TORCH_BACKEND
+        return _checked_or_reference(_triton_backend(), device, workload)
     if triton_usable(device):
         triton = _triton_backend()
         problem = _checked(triton, device, workload)
@@ -402,6 +392,15 @@ def resolve_backend(name: str, device: torch.device | str, workload: Workload | 
                          "allowed here: auto, torch")
     raise ValueError(f"compress_backend=triton needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU "
                      f"interpreter), got {device.type} tensors; allowed here: auto, torch")
+
+
+def _checked_or_reference(backend: Backend, device: torch.device, workload: Workload | None) -> Backend:
+    """auto's pick: ``backend`` where it passes its self-check, else the torch reference (with a warning)."""
+    problem = _checked(backend, device, workload)
+    if problem is None:
+        return backend
+    _warn_fallback(backend.name, problem)
+    return TORCH_BACKEND
 
 
 @lru_cache(maxsize=16)

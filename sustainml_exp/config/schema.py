@@ -15,6 +15,8 @@ from typing import Any, Optional
 from sustainml_exp.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+# numpy's legacy global generator (np.random.seed, which every run seeds) takes seeds in [0, 2^32 - 1].
+MAX_SEED = 2**32 - 1
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 ENERGY_BACKENDS = ("carbontracker", "none")
 
@@ -80,7 +82,11 @@ class BaseRunConfig:
     energy: EnergySchema = field(default_factory=EnergySchema)
 
     def validate(self) -> None:
-        check_range("seed", self.seed, lo=0)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={self.seed} is out of range; allowed: [0, {MAX_SEED}] (every run seeds numpy, "
+                              "whose seed is a 32-bit unsigned integer)")
+        if not self.results_dir.strip():
+            raise ConfigError("results_dir='' is not allowed; allowed: a folder path (default: ./results)")
         check_range("epochs", self.epochs, lo=1)
         check_choice("device", self.device, DEVICES)
         check_choice("progress", self.progress, PROGRESS_MODES)

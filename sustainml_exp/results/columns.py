@@ -31,3 +31,14 @@ COMMON_COLUMNS: tuple[str, ...] = (
 )
 
 RUN_STATUSES = ("ok", "failed", "oom")
+
+# What sml-tables needs to place a record (which run, experiment, table row and seed, which copy is newest), with
+# the type each must have. A record lacking one is skipped with a warning; other columns may be missing (empty cells).
+PLACEMENT_TYPES: dict[str, type] = {
+    "run_id": str,
+    "experiment": str,
+    "dataset": str,
+    "seed": int,
+    "status": str,
+    "started_utc": str,
+}

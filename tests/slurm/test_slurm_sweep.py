@@ -55,16 +55,21 @@ def test_sweep_is_one_array_with_one_record_per_task_and_a_rerun_skips_finished_
                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     # Merging while tasks are still writing must always succeed.
     merges = 0
-    while sweep.poll() is None:
-        if (tmp_path / "results" / "runs").is_dir():
-            merged = run_cli(SML_TABLES, "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
-            assert merged.returncode == 0, merged.stderr
-            merges += 1
-        time.sleep(1)
+    try:
+        while sweep.poll() is None:
+            if (tmp_path / "results" / "runs").is_dir():
+                merged = run_cli(SML_TABLES, "--results-dir", str(tmp_path / "results"), cwd=tmp_path)
+                assert merged.returncode == 0, merged.stderr
+                merges += 1
+            time.sleep(1)
+    finally:
+        sweep.kill()  # a failed check must not leave sml-run waiting on a cluster that is about to stop
     output = sweep.stdout.read()
-    assert sweep.returncode == 0, output[-4000:]
+    assert sweep.returncode == 1, output[-4000:]
 
     records = _records(tmp_path)
+    failed = ", ".join(f"{records[('flickr', seed)]['run_id']} (failed)" for seed in (0, 1))
+    assert output.strip().splitlines()[-1].startswith(f"sml-run: 4 job(s): 2 ok, 0 skipped, 2 failed: {failed}; ")
     assert sorted(records) == [("flickr", 0), ("flickr", 1), ("synthetic", 0), ("synthetic", 1)]
     assert len({r["slurm_job_id"] for r in records.values()}) == 1, "the sweep must be one job array"
     assert records[("synthetic", 0)]["slurm_job_id"].isdigit()
@@ -84,7 +89,8 @@ def test_sweep_is_one_array_with_one_record_per_task_and_a_rerun_skips_finished_
     assert sorted(frame["status"]) == ["failed", "failed", "ok", "ok"]
 
     rerun = _sml(tmp_path, *LAUNCHER, *SWEEP)
-    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+    assert rerun.returncode == 1, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+    assert rerun.stderr.strip().splitlines()[-1].startswith(f"sml-run: 4 job(s): 0 ok, 2 skipped, 2 failed: {failed}; ")
     again = _records(tmp_path)
     assert len(again) == 4, "a rerun must replace records, never add any"
     first_job = records[("synthetic", 0)]["slurm_job_id"]
@@ -123,9 +129,42 @@ def test_task_at_its_time_limit_is_requeued_then_recorded_failed_once(cluster, t
     proc = _sml(tmp_path, *LAUNCHER, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
                 "hydra.launcher.max_num_timeout=1", "dataset=synthetic", "epochs=1000000", "energy=none",
                 "progress=log", timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     (record,) = load_records(tmp_path / "results", "gnn_blockquant")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"sml-run: 1 job(s): 0 ok, 0 skipped, 1 failed: {record['run_id']} (failed); ")
     assert record["status"] == "failed"
     assert record["error"] == "UncompletedJobError: Job not requeued because: timed-out too many times."
     job = subprocess.run(["scontrol", "show", "job", record["slurm_job_id"]], capture_output=True, text=True)
     assert "Restarts=1" in job.stdout, job.stdout + job.stderr
+
+
+def _running_tasks(name: str) -> list[str]:
+    listing = subprocess.run(["squeue", "--noheader", "--states=RUNNING", f"--name={name}", "--format=%i"],
+                             capture_output=True, text=True, check=True)
+    return listing.stdout.split()
+
+
+def test_task_cancelled_without_a_record_is_a_failed_job_and_the_summary_waits_for_the_rest(cluster, tmp_path) -> None:
+    # Task 0 trains "forever" and is cancelled; task 1 is short. The submitit launcher stops waiting at the task
+    # that left no result, so sml-run must wait for the array itself before it counts the records.
+    name = f"sml-cancel-{os.getpid()}"
+    sweep = subprocess.Popen([str(SML_RUN), *LAUNCHER, f"hydra.launcher.name={name}", "dataset=synthetic",
+                              "epochs=1000000,3", "energy=none", "progress=log", f"results_dir={tmp_path / 'results'}"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        deadline = time.monotonic() + 300
+        while not any(t.endswith("_0") for t in _running_tasks(name)) and time.monotonic() < deadline:
+            time.sleep(1)
+        (task,) = [t for t in _running_tasks(name) if t.endswith("_0")]
+        subprocess.run(["scancel", task], check=True)
+        output, _ = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 1, output[-4000:]
+    (record,) = load_records(tmp_path / "results", "gnn_blockquant")
+    assert record["status"] == "ok" and record["epochs"] == 3
+    cancelled = [line for line in output.splitlines() if line.startswith("sml-run: 2 job(s): ")]
+    assert cancelled and cancelled[-1].startswith("sml-run: 2 job(s): 1 ok, 0 skipped, 1 failed: "), output[-4000:]
+    assert " (failed: no record); job folders under " in cancelled[-1]

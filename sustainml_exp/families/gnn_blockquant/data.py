@@ -45,6 +45,7 @@ __all__ = [
     "graph_shape",
     "load_graph",
     "load_synthetic",
+    "synthetic_cache_path",
     "undirected_mean_adjacency",
 ]
 

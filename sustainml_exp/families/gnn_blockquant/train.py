@@ -164,6 +164,7 @@ def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     device = ctx.device
     resolved_backend(cfg, device)  # fails before any data is loaded when the backend cannot run here
     shape = graph_shape(cfg.dataset)
+    cfg.check_graph_size(shape.num_nodes)
     backend = resolved_backend(cfg, device, shape)
     estimate = check_memory(cfg, shape, device, backend)  # before anything large is allocated
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
