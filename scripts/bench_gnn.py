@@ -159,7 +159,7 @@ def run_scale(args: argparse.Namespace, chosen: list[str]) -> None:
             if args.threads is not None:
                 overrides.append(f"threads={args.threads}")
             done = subprocess.run([str(sml_run), *overrides], capture_output=True, text=True)
-            records = sorted(Path(results, "runs", preset).glob("*.json"), key=lambda p: p.stat().st_mtime)
+            records = sorted(Path(results, "runs").glob("*/*.json"), key=lambda p: p.stat().st_mtime)
             if not records:
                 raise SystemExit(f"{name}: sml-run wrote no record (exit {done.returncode}): {done.stderr[-2000:]}")
             record = json.loads(records[-1].read_text())

@@ -33,14 +33,17 @@ def _config(quant: str, lean: bool = False, **knobs) -> GNNRunConfig:
 
 @pytest.fixture(scope="module")
 def graph():
-    """A graph 3x larger than the larger proxy, so the estimate is an extrapolation, as on a real run."""
+    """A graph 3x larger than the larger proxy, so the estimate is an extrapolation, as on a real run (the
+    four modes on synthetic_arxiv, measured peak against estimate: scripts/bench_gnn.py --epochs 3)."""
     from sustainml_exp.families.gnn_blockquant.data import GraphShape
 
     shape = GraphShape(num_nodes=24_000, num_features=128, num_classes=40, num_edges=24_000 * 12, num_train=12_000)
     return build_graph_data(proxy_graph(shape, shape.num_nodes, seed=1))
 
 
-@pytest.mark.parametrize("quant,lean", [("fp32", False), ("exact", False), ("block", False), ("block", True)])
+@pytest.mark.parametrize("quant,lean", [pytest.param("fp32", False, marks=pytest.mark.slow),
+                                        pytest.param("exact", False, marks=pytest.mark.slow),
+                                        ("block", False), pytest.param("block", True, marks=pytest.mark.slow)])
 def test_estimate_extrapolates_act_mem_and_step_peak(graph, quant: str, lean: bool) -> None:
     cfg = _config(quant, lean)
     backend = resolved_backend(cfg, "cpu", graph.shape)

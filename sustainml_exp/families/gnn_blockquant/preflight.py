@@ -6,8 +6,9 @@ copy + the most a training step or an evaluation allocates above what it starts 
 not modelled: the configured model (same widths, same compression, same backend) takes a step and an evaluation on
 two small random graphs of the run's feature width, classes and train fraction, torch's allocator is read (the
 byte accounting of ``peak_live_bytes``, and of ``act_mem_mb`` for the activations alone), and the bytes are
-extrapolated linearly in the node count. Every buffer of a step is N x width (row chunks are at most an eighth of
-one), so the extrapolation holds; the fixed part (weight gradients, optimizer temporaries) is the intercept.
+extrapolated linearly in the node count (a graph no larger than the proxies is measured as it is). Every buffer of
+a step is N x width (row chunks are at most an eighth of one), so the extrapolation holds; the fixed part (weight
+gradients, optimizer state and temporaries) is the intercept.
 Building a graph from its edge list holds more than the built graph (``load_mb``); the larger of the two counts.
 """
 
@@ -75,7 +76,9 @@ def proxy_graph(shape: GraphShape, num_nodes: int, seed: int = 0) -> RawGraph:
 
 def _measure_proxy(cfg: GNNRunConfig, shape: GraphShape, num_nodes: int, device: str,
                    backend: str) -> tuple[int, int, int]:
-    """(peak bytes of a step or an evaluation, act_mem bytes, parameter count) on a proxy graph of ``num_nodes``."""
+    """(peak bytes of a step or an evaluation, act_mem bytes, parameter count) on a proxy graph of ``num_nodes``.
+
+    The step is the model's first, so it also allocates Adam's moments (counted in model_mb too: a few MB)."""
     from sustainml_exp.families.gnn_blockquant.train import (
         build_model,
         evaluate,
@@ -87,26 +90,28 @@ def _measure_proxy(cfg: GNNRunConfig, shape: GraphShape, num_nodes: int, device:
     model = build_model(cfg, graph, None if backend == "none" else backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
     act_bytes = round(measure_activation_mb(model, graph, cfg) * MIB)
-    train_step(model, graph, optimizer, cfg, step=1)  # the optimizer's state exists before the measured step
-    step = peak_live_bytes(lambda: train_step(model, graph, optimizer, cfg, step=2), device)
+    step = peak_live_bytes(lambda: train_step(model, graph, optimizer, cfg, step=1), device)
     evaluation = peak_live_bytes(lambda: evaluate(model, graph), device)
     return max(step, evaluation), act_bytes, sum(p.numel() for p in model.parameters())
 
 
 def estimate_peak(cfg: GNNRunConfig, shape: GraphShape, device: str, backend: str) -> PeakEstimate:
-    """The run's peak on a graph of ``shape``; the caller's random state is left as it was."""
+    """The run's peak on a graph of ``shape``; the caller's random state is left as it was. A graph no larger than
+    the larger proxy is measured at its own size, once."""
+    sizes = PROXY_NODES if shape.num_nodes > PROXY_NODES[1] else (shape.num_nodes,)
     cuda = [torch.cuda.current_device()] if device == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        (step1, act1, n_params), (step2, act2, _) = (_measure_proxy(cfg, shape, n, device, backend)
-                                                     for n in PROXY_NODES)
+        measured = [_measure_proxy(cfg, shape, n, device, backend) for n in sizes]
+    n_params = measured[0][2]
 
-    def extrapolate(small: int, large: int) -> float:
-        per_node = (large - small) / (PROXY_NODES[1] - PROXY_NODES[0])
-        return max(0.0, small + per_node * (shape.num_nodes - PROXY_NODES[0])) / MIB
+    def extrapolate(index: int) -> float:
+        small, large = measured[0][index], measured[-1][index]
+        per_node = (large - small) / (sizes[-1] - sizes[0]) if len(sizes) > 1 else 0.0
+        return max(0.0, small + per_node * (shape.num_nodes - sizes[0])) / MIB
 
     return PeakEstimate(held_mb=PeakMemory(device).current_mb(), graph_mb=graph_bytes(shape) / MIB,
-                        model_mb=_PARAM_COPIES * 4 * n_params / MIB, step_mb=extrapolate(step1, step2),
-                        act_mb=extrapolate(act1, act2), load_mb=load_bytes(shape) / MIB)
+                        model_mb=_PARAM_COPIES * 4 * n_params / MIB, step_mb=extrapolate(0),
+                        act_mb=extrapolate(1), load_mb=load_bytes(shape) / MIB)
 
 
 def check_memory(cfg: GNNRunConfig, shape: GraphShape, device: str, backend: str) -> PeakEstimate:
