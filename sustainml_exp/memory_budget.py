@@ -74,12 +74,13 @@ def check_fits(est_peak_mb: float, mode: str, budget_mb: float,
                alternative: Callable[[], str] | None = None) -> None:
     """Raise MemoryPreflightError (mode error) or warn (mode warn) when the estimate exceeds the budget.
 
-    ``alternative()``, called only then: what a configuration that would use less needs, e.g.
+    ``alternative()``, called only for a refusal: what a configuration that would use less needs, e.g.
     'quant=block G_R=64 needs ~9.8 GiB' ('' for none)."""
     if mode == "off" or est_peak_mb <= budget_mb:
         return
+    message = f"needs ~{gib(est_peak_mb)}, {gib(budget_mb)} available"
+    if mode == "warn":
+        log.warning("memory_check=warn: %s; running anyway", message)
+        return
     hint = alternative() if alternative is not None else ""
-    message = f"needs ~{gib(est_peak_mb)}, {gib(budget_mb)} available" + (f"; {hint}" if hint else "")
-    if mode == "error":
-        raise MemoryPreflightError(message, est_peak_mb)
-    log.warning("memory_check=warn: %s; running anyway", message)
+    raise MemoryPreflightError(message + (f"; {hint}" if hint else ""), est_peak_mb)
