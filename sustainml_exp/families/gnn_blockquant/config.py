@@ -126,9 +126,10 @@ class GNNRunConfig(BaseRunConfig):
         }
 
     def check_graph_size(self, num_nodes: int) -> None:
-        """Run once the graph is loaded, before training. Every compressed tensor has one row per node, so G_R = N
-        already makes one block per tensor; a larger G_R names no other layout, and the Table 5 statistics would
-        pad the activations to a whole block of G_R x R values (G_R=1e9 on a 128-feature graph: 64 GB)."""
+        """Run with the graph's node count (known from its shape before it is loaded), before training. Every
+        compressed tensor has one row per node, so G_R = N already makes one block per tensor; a larger G_R names no
+        other layout, and the Table 5 statistics would pad the activations to a whole block of G_R x R values
+        (G_R=1e9 on a 128-feature graph: 64 GB)."""
         if self.quant == "block" and self.G_R is not None and self.G_R > num_nodes:
             raise ConfigError(f"G_R={self.G_R} is larger than the graph (dataset={self.dataset} has {num_nodes} "
                               f"nodes); allowed: 1 to {num_nodes} (G_R={num_nodes} is one block per tensor)")

@@ -41,6 +41,7 @@ __all__ = [
     "SyntheticSpec",
     "SYNTHETIC_SPECS",
     "build_graph_data",
+    "check_present",
     "generate_synthetic",
     "graph_shape",
     "load_graph",
@@ -476,7 +477,8 @@ def _construct(name: str, directory: Path, missing: list[str], make: Callable[[b
         raise DataMissingError(f"dataset {name!r} could not be downloaded into {directory}: {reason}") from err
 
 
-def _load_ogbn(spec: _OGBNodeDataset, root: Path, download: bool) -> RawGraph:
+def _ogbn_present(spec: _OGBNodeDataset, root: Path, download: bool) -> tuple[Path, list[str]]:
+    """(folder, missing files); DataMissingError when they are missing and cannot be downloaded."""
     directory = _ogbn_dir(root, spec)
     missing = _missing_ogbn(directory, spec)
     by_hand = f"unzip {spec.url} in {root} and rename its folder {spec.download_name} to {directory.name}"
@@ -484,6 +486,29 @@ def _load_ogbn(spec: _OGBNodeDataset, root: Path, download: bool) -> RawGraph:
         # Downloading into an existing folder without the release marker makes ogb ask on stdin whether to
         # delete it; the user decides that, not a batch job.
         raise _data_missing(spec.name, directory, missing, by_hand, incomplete_copy=download)
+    return directory, missing
+
+
+def _flickr_present(root: Path, download: bool) -> tuple[Path, list[str]]:
+    directory = root / "flickr"
+    missing = _missing_flickr(directory)
+    if missing and not download:
+        files = ", ".join(Path(f).name for f in _FLICKR_RAW)
+        by_hand = f"place {files} from {_FLICKR_SOURCE} in {directory / 'raw'}"
+        raise _data_missing("flickr", directory, missing, by_hand)
+    return directory, missing
+
+
+def check_present(name: str, root: str | Path, download: bool = False) -> None:
+    """DataMissingError (one line) now, before any other work, when ``load_graph`` would raise it."""
+    if name in _OGBN_DATASETS:
+        _ogbn_present(_OGBN_DATASETS[name], Path(root), download)
+    elif name == "flickr":
+        _flickr_present(Path(root), download)
+
+
+def _load_ogbn(spec: _OGBNodeDataset, root: Path, download: bool) -> RawGraph:
+    directory, missing = _ogbn_present(spec, root, download)
 
     from ogb.nodeproppred import PygNodePropPredDataset
     from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
@@ -509,12 +534,7 @@ def _load_ogbn(spec: _OGBNodeDataset, root: Path, download: bool) -> RawGraph:
 
 
 def _load_flickr(root: Path, download: bool) -> RawGraph:
-    directory = root / "flickr"
-    missing = _missing_flickr(directory)
-    if missing and not download:
-        files = ", ".join(Path(f).name for f in _FLICKR_RAW)
-        by_hand = f"place {files} from {_FLICKR_SOURCE} in {directory / 'raw'}"
-        raise _data_missing("flickr", directory, missing, by_hand)
+    directory, missing = _flickr_present(root, download)
 
     from torch_geometric.datasets import Flickr
 

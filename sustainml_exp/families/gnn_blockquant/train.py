@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from sustainml_exp.compress import CompressionSpec, resolve_backend
 from sustainml_exp.compress.backend import ActivationCheck, QuantArgs, Workload
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
-from sustainml_exp.families.gnn_blockquant.data import GraphData, GraphShape, graph_shape, load_graph
+from sustainml_exp.families.gnn_blockquant.data import (
+    GraphData,
+    GraphShape,
+    check_present,
+    graph_shape,
+    load_graph,
+)
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
 from sustainml_exp.families.gnn_blockquant.model import GraphSAGE, effective_group_rows
 from sustainml_exp.families.gnn_blockquant.preflight import check_memory
@@ -163,6 +169,7 @@ def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str,
 def run(cfg: GNNRunConfig, ctx) -> dict[str, Any]:
     device = ctx.device
     resolved_backend(cfg, device)  # fails before any data is loaded when the backend cannot run here
+    check_present(cfg.dataset, cfg.data_dir, cfg.download)  # a missing dataset says so before the preflight
     shape = graph_shape(cfg.dataset)
     cfg.check_graph_size(shape.num_nodes)
     backend = resolved_backend(cfg, device, shape)
