@@ -144,12 +144,13 @@ def quantize_pack_compiled(x: torch.Tensor, bits: int, group_size: int, seed: in
 
 def _levels(codes: torch.Tensor, levels: torch.Tensor, uniform: bool) -> torch.Tensor:
     """``levels[codes]`` (quant_ref.dequant_level_table) without a gather, which would not vectorise: uniform levels
-    are fp32(c * fp32(1 / B)), i.e. one fp32 multiply of the code by levels[1]; VM's four by selection."""
+    are fp32(c * fp32(1 / B)), i.e. one fp32 multiply of the code by levels[1]; VM's four (2-bit codes, level(0) =
+    0) as a sum of indicator products, exact since all but one term are +0. Nested selections give the same bytes
+    but run about 4x slower inside the fused BatchNorm backward."""
     if uniform:
         return codes.to(torch.float32) * levels[1]
-    zero = torch.zeros((), dtype=torch.float32, device=codes.device)
-    return torch.where(codes == 1, levels[1], torch.where(codes == 2, levels[2], torch.where(codes == 3, levels[3],
-                                                                                             zero)))
+    return ((codes == 1).to(torch.float32) * levels[1] + (codes == 2).to(torch.float32) * levels[2]
+            + (codes == 3).to(torch.float32) * levels[3])
 
 
 def _dequantize_groups(words: torch.Tensor, mins: torch.Tensor, ranges: torch.Tensor, levels: torch.Tensor,

@@ -95,20 +95,22 @@ def test_masks_write_the_reference_bytes(shape: tuple[int, ...]) -> None:
     _check_masks(shape)
 
 
-def _activation_case(n: int, d: int, group_rows: int, seed: int = 0):
+def _activation_case(n: int, d: int, group_rows: int, seed: int = 0, vm: bool = False):
     y = _values((n, d), seed)
     g = torch.Generator().manual_seed(seed + 1)
     bn = BatchNormForward(y.mean(0), torch.rsqrt(y.var(0) + 1e-5), torch.rand(d, generator=g) + 0.5,
                           torch.randn(d, generator=g))
     grad = torch.randn(n, d, generator=g)
-    q = quantize(y, 2, group_rows * d, seed=seed + 2, backend="torch")
+    q = quantize(y, 2, group_rows * d, vm=vm, seed=seed + 2, backend="torch")
     return y, bn, grad, q
 
 
-@pytest.mark.parametrize("lean", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["stored-mask", "lean"])
-def test_fused_activation_matches_the_composition_of_primitives(lean: bool) -> None:
+@pytest.mark.parametrize(("lean", "vm"), [(False, False), pytest.param(True, False, marks=pytest.mark.slow),
+                                          pytest.param(False, True, marks=pytest.mark.slow)],
+                         ids=["stored-mask", "lean", "vm"])
+def test_fused_activation_matches_the_composition_of_primitives(lean: bool, vm: bool) -> None:
     # 100 rows in BatchNorm groups of 8 rows: 12 full groups and a short one of 4 (its own compiled shape).
-    y, bn, grad, q = _activation_case(100, 64, group_rows=8)
+    y, bn, grad, q = _activation_case(100, 64, group_rows=8, vm=vm)
     outs = {}
     for backend in (TORCH_BACKEND, COMPILED):
         h, relu_mask, drop_mask = activation_forward(y.clone(), bn, 0.5, 9, lean, backend)
