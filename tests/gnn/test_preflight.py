@@ -41,11 +41,7 @@ def graph():
     return build_graph_data(proxy_graph(shape, shape.num_nodes, seed=1))
 
 
-# The compressed modes run the eager reference backend here (a graph this small does not compile): a minute each on
-# 2 cores, hence slow; FP32 takes seconds.
-@pytest.mark.parametrize("quant,lean", [("fp32", False), pytest.param("exact", False, marks=pytest.mark.slow),
-                                        pytest.param("block", False, marks=pytest.mark.slow),
-                                        pytest.param("block", True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("quant,lean", [("fp32", False), ("exact", False), ("block", False), ("block", True)])
 def test_estimate_extrapolates_act_mem_and_step_peak(graph, quant: str, lean: bool) -> None:
     cfg = _config(quant, lean)
     backend = resolved_backend(cfg, "cpu", graph.shape)
