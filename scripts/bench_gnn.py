@@ -4,6 +4,13 @@ epochs/s, act_mem_mb, peak memory (overall and per phase), and with --profile wh
 
 Usage: python scripts/bench_gnn.py [--dataset synthetic_arxiv] [--steps 3] [--rounds 3] [--device auto]
                                    [--compress-backend auto] [--profile] [--threads N] [--configs A,B]
+       python scripts/bench_gnn.py --epochs N [--dataset synthetic_products] [--configs A,B] [--data-dir D]
+
+With --epochs, each configuration instead runs as a user runs it - ``sml-run`` in its own process, the dataset's
+preset (gnn_products for the products graphs), N epochs - one after another, so that each has the machine's memory
+to itself: the table shows the memory preflight's estimate beside the measured peak (resident high-water mark of
+the training loop, not above a baseline), act_mem_mb and epochs/s, or the one line with which the preflight
+refused a configuration that would not fit.
 
 Speed is measured in one process with the configurations interleaved round by round (so drift in clock or load
 hits all of them alike); the median of each configuration's rounds is reported, and the compressed rows' ratios are
@@ -17,8 +24,12 @@ peak within each phase and what is still held at its end, both above the step's 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +64,9 @@ CONFIGS = {
     "INT2 block G/R=64 + VM": dict(quant="block", vm=True, lean=False),
     "INT2 block G/R=64 lean": dict(quant="block", vm=False, lean=True),
 }
+# Row order of --epochs (PyG's row needs the in-process setup of the default mode).
+SCALE_CONFIGS = (FP32, "EXACT INT2 D/R=8", BLOCK, "INT2 block G/R=64 lean")
+PRESETS = {"synthetic_products": "gnn_products", "ogbn-products": "gnn_products"}  # else gnn_blockquant
 EVAL_PHASE = "evaluation"
 # Profile categories, innermost first: a labelled range (or, for PyG's own sparse ops, an op name) claims the
 # self time of everything under it; the rest goes to the phase it ran in.
@@ -78,7 +92,7 @@ def build(name: str, cfg: GNNRunConfig, graph: GraphData, device: str) -> tuple[
         model = PygGraphSAGE(graph.x.shape[1], m.hidden, graph.num_classes, m.num_layers, m.dropout, m.batch_norm,
                              pyg_adj_t(graph))
         return model.to(device), "none"
-    backend = resolved_backend(cfg, device, graph)
+    backend = resolved_backend(cfg, device, graph.shape)
     return build_model(cfg, graph, None if backend == "none" else backend).to(device), backend
 
 
@@ -128,6 +142,47 @@ def _category(event: Any) -> str:
     return found or phase
 
 
+def run_scale(args: argparse.Namespace, chosen: list[str]) -> None:
+    """--epochs: every configuration through sml-run in its own process; a table of their records."""
+    sml_run = Path(sys.executable).with_name("sml-run")
+    preset = PRESETS.get(args.dataset, "gnn_blockquant")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_gnn_") as results:
+        for name in chosen:
+            knobs = CONFIGS[name]
+            overrides = [f"experiment={preset}", f"dataset={args.dataset}", f"epochs={args.epochs}",
+                         f"quant={knobs['quant']}", f"vm={str(knobs['vm']).lower()}",
+                         f"lean={str(knobs['lean']).lower()}", "G_R=64", f"device={args.device}",
+                         f"compress_backend={args.compress_backend}", f"data_dir={Path(args.data_dir).resolve()}",
+                         f"results_dir={results}", "energy=none", "progress=off", "activation_stats=false",
+                         "rerun=true"]
+            if args.threads is not None:
+                overrides.append(f"threads={args.threads}")
+            done = subprocess.run([str(sml_run), *overrides], capture_output=True, text=True)
+            records = sorted(Path(results, "runs").glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+            if not records:
+                raise SystemExit(f"{name}: sml-run wrote no record (exit {done.returncode}): {done.stderr[-2000:]}")
+            record = json.loads(records[-1].read_text())
+            records[-1].unlink()
+            record["stderr_error"] = next((line for line in done.stderr.splitlines()
+                                           if line.startswith("sml-run: error:")), "")
+            rows.append((name, record))
+            print(f"{name}: {record['status']}", flush=True)
+    print(f"\ndataset={args.dataset} preset={preset} epochs={args.epochs} device={rows[0][1]['device']} "
+          f"torch={torch.__version__}; peak = the training loop's resident high-water mark (or CUDA allocator peak)")
+    print("\n| config | status | backend | e/s | act MB | est. peak MB | measured peak MB | est. / measured | "
+          "test acc |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        if r["status"] != "ok":
+            print(f"| {name} | {r['status']} | | | | {r.get('est_peak_mb', float('nan')):.0f} | | | "
+                  f"{r['stderr_error'] or r['error']} |")
+            continue
+        print(f"| {name} | ok | {r['compress_backend']} | {r['epochs_per_s']:.4f} | {r['act_mem_mb']:.2f} | "
+              f"{r['est_peak_mb']:.0f} | {r['peak_mem_mb']:.0f} | {r['est_peak_mb'] / r['peak_mem_mb']:.3f} | "
+              f"{r['test_acc']:.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="synthetic_arxiv")
@@ -140,13 +195,20 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also profile one training step per config (torch.profiler, CPU time by category)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated rows to run (default: all); {PYG!r} and {FP32!r} always run")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated rows to run (default: all; {PYG!r} and {FP32!r} always run), with "
+                             f"--epochs: any of {', '.join(SCALE_CONFIGS)} (default: those)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="run each configuration through sml-run for this many epochs (see above)")
     args = parser.parse_args()
-    chosen = [name.strip() for name in args.configs.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(CONFIGS))
+    allowed = SCALE_CONFIGS if args.epochs is not None else tuple(CONFIGS)
+    chosen = [name.strip() for name in (args.configs or ",".join(allowed)).split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(allowed))
     if unknown:
-        parser.error(f"unknown configs {unknown}; allowed: {', '.join(CONFIGS)}")
+        parser.error(f"unknown configs {unknown}; allowed: {', '.join(allowed)}")
+    if args.epochs is not None:
+        run_scale(args, chosen)
+        return
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -30,7 +30,7 @@ from sustainml_exp.errors import UserError
 from sustainml_exp.provenance import export_submit_git_state
 from sustainml_exp.registry import family_of, get_family, register_schemas, search_path
 from sustainml_exp.results import check_writable
-from sustainml_exp.results.record import OK
+from sustainml_exp.results.record import OK, OOM
 from sustainml_exp.slurm import (
     SLURM_LAUNCHER,
     ArrayEnded,
@@ -292,6 +292,8 @@ def _task(cfg: DictConfig) -> None:
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     runtime = HydraConfig.get().runtime
     outcome = run_experiment(typed, config_dict, runtime.output_dir, experiment=runtime.choices.get("experiment"))
+    if not outcome.skipped and outcome.record.status == OOM:
+        print(f"sml-run: error: {outcome.record.error.partition(': ')[2]}", file=sys.stderr)
     done = outcome.skipped or (outcome.stored and outcome.record.status == OK)
     if not done and HydraConfig.get().mode == RunMode.RUN:
         sys.exit(1)

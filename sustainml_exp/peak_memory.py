@@ -10,8 +10,10 @@ each, the peak and the memory still held at its end, both above the region's sta
 
 from __future__ import annotations
 
+import os
 import resource
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,3 +112,40 @@ class PhasePeaks:
         yield
         self.phases[name] = PhaseMemory(peak_mb=self.meter.peak_mb() - self.meter.baseline_mb,
                                         end_mb=self.meter.current_mb() - self.meter.baseline_mb)
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Kineto (the profiler's C++ side) prints a start and a stop line to the process's stderr on every profile; a
+    measurement inside a run must not add lines to its output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_live_bytes(fn: Callable[[], object], device: str) -> int:
+    """Most bytes torch's allocator held during ``fn()`` above what it held before: CUDA's allocator peak, or on
+    CPU torch.profiler's memory events (exact, unlike the resident set, which depends on how malloc reuses pages)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                        key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak

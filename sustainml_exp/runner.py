@@ -30,6 +30,7 @@ from typing import Any
 from sustainml_exp.config.schema import BaseRunConfig, non_semantic_keys
 from sustainml_exp.errors import ConfigError
 from sustainml_exp.family import RunContext, check_run_metrics
+from sustainml_exp.memory_budget import MemoryPreflightError
 from sustainml_exp.progress import Progress
 from sustainml_exp.provenance import config_hash, git_state, library_versions, slurm_ids
 from sustainml_exp.registry import family_of
@@ -149,7 +150,9 @@ def run_experiment(cfg: BaseRunConfig, config_dict: dict[str, Any], output_dir: 
     except Exception as exc:  # noqa: BLE001 - every failure must become a recorded row
         record.status = OOM if _is_oom(exc) else FAILED
         record.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:2000]
-        _report_failure(record, output_dir)
+        record.update(getattr(exc, "record_fields", {}))  # what a refused run knew, e.g. its estimated peak
+        if not isinstance(exc, MemoryPreflightError):  # the CLI prints a refusal as its one error line
+            _report_failure(record, output_dir)
     finally:
         if meter is not None:
             report = meter.stop()
@@ -215,7 +218,7 @@ def _save_record(record: RunRecord, results_dir: Path, output_dir: Path) -> bool
 
 
 def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, (MemoryError, MemoryPreflightError)):
         return True
     try:
         import torch

@@ -35,7 +35,8 @@ from sustainml_exp.cli import preflight
          "could not find config 'experiment/nope'; allowed: csl_segmentation, gnn_blockquant, gnn_flickr"),
         (["energy=rapl"], "could not find config 'energy/rapl'; allowed: carbontracker, none"),
         (["device=tpu"], "device='tpu' is not allowed; allowed: auto, cpu, cuda"),
-        (["dataset=cora"], "dataset='cora' is not allowed; allowed: synthetic, synthetic_arxiv, ogbn-arxiv, flickr"),
+        (["dataset=cora"], "dataset='cora' is not allowed; allowed: synthetic, synthetic_arxiv, synthetic_products, "
+                           "ogbn-arxiv, ogbn-products, flickr"),
         (["warmup_epochs=-1"], "warmup_epochs=-1 is out of range"),
         (["-m", "G_R=2,0"], "G_R=0 is out of range"),
         (["seed=-1"], "seed=-1 is out of range"),
@@ -108,6 +109,7 @@ NON_SEMANTIC_CHANGES = {
 # The same for the keys a family marks itself, by preset.
 FAMILY_NON_SEMANTIC_CHANGES = {
     "mfc_coreset": {"condense.tm.buffer_dir": ["condense.tm.buffer_dir=/elsewhere/experts"]},
+    "gnn_blockquant": {"memory_check": ["memory_check=off"], "memory_budget_mb": ["memory_budget_mb=1e6"]},
 }
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
 
 from sustainml_exp.compress import (
     CompressionSpec,
@@ -25,6 +24,7 @@ from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, recor
 from sustainml_exp.families.gnn_blockquant.model import SLOTS, GraphSAGE, op_seed
 from sustainml_exp.families.gnn_blockquant.pyg_baseline import PygGraphSAGE, pyg_adj_t
 from sustainml_exp.families.gnn_blockquant.train import build_model, evaluate, train_step
+from sustainml_exp.peak_memory import peak_live_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small shapes; a shared CPU makes waiting threads costly
 
@@ -136,16 +136,7 @@ def _random_graph(n: int, seed: int = 0):
 
 
 def _peak_live_bytes(fn) -> int:
-    """Most bytes the CPU allocator held during ``fn`` above what it held before (torch.profiler's memory events:
-    exact, unlike the resident set, which depends on how malloc reuses freed pages)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    live = peak = 0
-    for event in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                        key=lambda e: e.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
+    return peak_live_bytes(fn, "cpu")
 
 
 def _training_peaks(quant: str, graph) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,14 @@ from sustainml_exp.families.gnn_blockquant.data import (  # noqa: E402
     GRAPH_DATASETS,
     GraphData,
     build_graph_data,
+    graph_shape,
     load_graph,
     load_raw_graph,
-    mean_aggregation_adjacency,
+    undirected_mean_adjacency,
 )
+from sustainml_exp.families.gnn_blockquant.data import synthetic as synthetic_module  # noqa: E402
+from sustainml_exp.families.gnn_blockquant.data.synthetic import SyntheticSpec, cache_path, load_built  # noqa: E402
+from sustainml_exp.families.gnn_blockquant.data.synthetic_products import SPEC as PRODUCTS_SPEC  # noqa: E402
 
 ARXIV_NODES, ARXIV_DIRECTED_EDGES = 169_343, 1_166_243
 
@@ -84,7 +89,8 @@ def assert_mean_adjacency(g: GraphData) -> None:
 
 
 def test_allowed_names() -> None:
-    assert GRAPH_DATASETS == ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
+    assert GRAPH_DATASETS == ("synthetic", "synthetic_arxiv", "synthetic_products", "ogbn-arxiv", "ogbn-products",
+                              "flickr")
 
 
 def test_unknown_name_is_config_error_listing_allowed(tmp_path: Path) -> None:
@@ -92,21 +98,23 @@ def test_unknown_name_is_config_error_listing_allowed(tmp_path: Path) -> None:
         load_graph("cora", tmp_path, 0)
     message = str(err.value)
     assert "\n" not in message and "'cora'" in message
-    assert message.endswith("allowed: synthetic, synthetic_arxiv, ogbn-arxiv, flickr")
+    assert message.endswith(
+        "allowed: synthetic, synthetic_arxiv, synthetic_products, ogbn-arxiv, ogbn-products, flickr")
 
 
 def test_mean_adjacency_on_hand_made_graph() -> None:
-    # messages 0->1, 2->1, 1->0, a duplicate 2->1, node 3 receives nothing
-    edge_index = torch.tensor([[0, 2, 1, 2], [1, 1, 0, 1]])
-    adj, adj_t = mean_aggregation_adjacency(edge_index, 4)
-    expected = torch.zeros(4, 4)
+    # edges 0-1 (both directions given), 2->1 (twice), a self loop 3->3; nodes 3 and 4 end up isolated
+    edge_index = torch.tensor([[0, 2, 1, 2, 3], [1, 1, 0, 1, 3]])
+    adj, adj_t = undirected_mean_adjacency(edge_index, 5)
+    expected = torch.zeros(5, 5)
     expected[1, 0] = expected[1, 2] = 0.5
-    expected[0, 1] = 1.0
+    expected[0, 1] = expected[2, 1] = 1.0
     assert adj.layout == adj_t.layout == torch.sparse_csr
     assert torch.equal(dense(adj), expected)
     assert torch.equal(dense(adj_t), expected.t())
-    h = torch.arange(8, dtype=torch.float32).view(4, 2)
-    assert torch.equal(adj @ h, torch.stack([h[1], (h[0] + h[2]) / 2, torch.zeros(2), torch.zeros(2)]))
+    assert adj_t.col_indices().data_ptr() == adj.col_indices().data_ptr(), "adj_t shares adj's indices"
+    h = torch.arange(10, dtype=torch.float32).view(5, 2)
+    assert torch.equal(adj @ h, torch.stack([h[1], (h[0] + h[2]) / 2, h[1], torch.zeros(2), torch.zeros(2)]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,6 +160,64 @@ def test_graph_data_to_keeps_everything(tmp_path: Path) -> None:
     moved = g.to("cpu")
     assert moved.num_edges == g.num_edges and moved.num_classes == g.num_classes and moved.name == g.name
     assert moved.adj.layout == torch.sparse_csr and torch.equal(moved.x, g.x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# synthetic_products: the full spec's numbers, and a scaled-down copy of it through the same generator and cache
+
+PRODUCTS_NODES, PRODUCTS_PAIRS = 2_449_029, 61_859_140
+
+
+def _small_products(scale: int = 500) -> SyntheticSpec:
+    """synthetic_products with nodes, pairs and split divided by ``scale`` (same degree, features, classes)."""
+    spec = PRODUCTS_SPEC
+    train, val, _ = (s // scale for s in spec.split_sizes)
+    nodes = spec.num_nodes // scale
+    return replace(spec, num_nodes=nodes, num_directed_edges=spec.num_directed_edges // scale,
+                   split_sizes=(train, val, nodes - train - val))
+
+
+def test_synthetic_products_spec_has_products_shape() -> None:
+    spec = PRODUCTS_SPEC
+    assert (spec.num_nodes, spec.num_features, spec.num_classes) == (PRODUCTS_NODES, 100, 47)
+    assert spec.num_directed_edges == PRODUCTS_PAIRS and spec.undirected and spec.cached
+    assert spec.split_sizes == (196_615, 39_323, 2_213_091)
+    shape = graph_shape("synthetic_products")
+    assert shape.num_edges == 2 * PRODUCTS_PAIRS and shape.num_train == 196_615
+
+
+def test_scaled_products_shape_split_and_exact_edge_count(tmp_path: Path) -> None:
+    spec = _small_products()
+    g = load_built("synthetic_products", spec, tmp_path, 0)
+    assert_valid_graph(g, num_features=100)
+    assert g.num_nodes == spec.num_nodes and g.num_classes == 47
+    assert (len(g.train_idx), len(g.val_idx), len(g.test_idx)) == spec.split_sizes
+    # unordered pairs, each once: the undirected graph has exactly twice as many directed edges
+    assert g.num_edges == 2 * spec.num_directed_edges
+    assert_mean_adjacency(g)
+    dst = torch.repeat_interleave(torch.arange(g.num_nodes), g.adj.crow_indices().diff())
+    assert (g.y[g.adj.col_indices()] == g.y[dst]).float().mean().item() > 10 / 47  # homophilous
+
+
+def test_scaled_products_is_deterministic_and_cached_atomically(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _small_products()
+    first = load_built("synthetic_products", spec, tmp_path / "a", 0)
+    fresh = load_built("synthetic_products", spec, tmp_path / "b", 0)
+    other_seed = load_built("synthetic_products", spec, tmp_path / "a", 1)
+    cached = sorted(p.name for p in (tmp_path / "a" / "synthetic").iterdir())
+    assert len(cached) == 2 and all(name.endswith((".pt")) and not name.startswith(".") for name in cached)
+    # the second load reads the cache: generating again would fail
+    monkeypatch.setattr(synthetic_module, "generate", lambda *a: pytest.fail("regenerated a cached graph"))
+    again = load_built("synthetic_products", spec, tmp_path / "a", 0)
+    for a, b, c in zip(first.data_tensors(), fresh.data_tensors(), again.data_tensors()):
+        for t in (b, c):
+            assert torch.equal(dense(a), dense(t)) if a.is_sparse_csr else torch.equal(a, t)
+    assert not torch.equal(first.y, other_seed.y)
+    assert not torch.equal(first.adj.col_indices()[:100], other_seed.adj.col_indices()[:100])
+    # another spec is another cache entry
+    assert (cache_path("synthetic_products", spec, tmp_path, 0)
+            != cache_path("synthetic_products", replace(spec, homophily=0.5), tmp_path, 0))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,28 +279,32 @@ def _write_gz_csv(path: Path, rows: np.ndarray, fmt: str) -> None:
         f.writelines(",".join(fmt % v for v in row) + "\n" for row in rows)
 
 
-def write_tiny_ogbn_arxiv(root: Path, num_nodes: int = 30, num_features: int = 8) -> dict[str, np.ndarray]:
-    """Write the files of ogb's arxiv.zip (as extracted and renamed by ogb) under root/ogbn_arxiv."""
+def write_tiny_ogbn_arxiv(root: Path, num_nodes: int = 30, num_features: int = 8,
+                          dataset: str = "ogbn-arxiv") -> dict[str, np.ndarray]:
+    """Write the files of ogb's arxiv.zip (or products.zip) as extracted and renamed by ogb, under root/ogbn_arxiv
+    (root/ogbn_products)."""
     rng = np.random.default_rng(0)
-    base = root / "ogbn_arxiv"
+    products = dataset == "ogbn-products"
+    base = root / dataset.replace("-", "_")
     # a directed citation chain plus a few extra citations, one reciprocal pair (3->4 and 4->3)
     src = np.concatenate([np.arange(1, num_nodes), [5, 9, 4, 20]])
     dst = np.concatenate([np.arange(0, num_nodes - 1), [0, 2, 3, 7]])
     edges = np.stack([src, dst], axis=1)
     feats = rng.standard_normal((num_nodes, num_features)).astype(np.float32)
-    labels = rng.integers(0, 40, num_nodes)
+    labels = rng.integers(0, 47 if products else 40, num_nodes)
     perm = rng.permutation(num_nodes)
     split = {"train": np.sort(perm[:16]), "valid": np.sort(perm[16:22]), "test": np.sort(perm[22:])}
 
     _write_gz_csv(base / "raw" / "edge.csv.gz", edges, "%d")
     _write_gz_csv(base / "raw" / "node-feat.csv.gz", feats, "%.6f")
     _write_gz_csv(base / "raw" / "node-label.csv.gz", labels, "%d")
-    _write_gz_csv(base / "raw" / "node_year.csv.gz", rng.integers(1990, 2020, num_nodes), "%d")
+    if not products:
+        _write_gz_csv(base / "raw" / "node_year.csv.gz", rng.integers(1990, 2020, num_nodes), "%d")
     _write_gz_csv(base / "raw" / "num-node-list.csv.gz", np.array([num_nodes]), "%d")
     _write_gz_csv(base / "raw" / "num-edge-list.csv.gz", np.array([len(edges)]), "%d")
     for part, idx in split.items():
-        _write_gz_csv(base / "split" / "time" / f"{part}.csv.gz", idx, "%d")
-    (base / "RELEASE_v1.txt").write_text("ogbn-arxiv release 1\n")
+        _write_gz_csv(base / "split" / ("sales_ranking" if products else "time") / f"{part}.csv.gz", idx, "%d")
+    (base / "RELEASE_v1.txt").write_text(f"{dataset} release 1\n")
     return {"edges": edges, "feats": feats, "labels": labels, **split}
 
 
@@ -260,6 +330,34 @@ def test_ogbn_arxiv_loads_tiny_raw_graph_offline(tmp_path: Path, network_calls: 
     pairs = _undirected_pairs(expected["edges"])
     assert _adj_pairs(g) == pairs and g.num_edges == len(pairs) == 2 * len(expected["edges"]) - 2
     assert_mean_adjacency(g)
+    assert network_calls == []
+
+
+def test_ogbn_products_loads_tiny_raw_graph_offline(tmp_path: Path, network_calls: list[str]) -> None:
+    expected = write_tiny_ogbn_arxiv(tmp_path, dataset="ogbn-products")
+    g = load_graph("ogbn-products", tmp_path, 0)
+    assert g.name == "ogbn-products" and g.num_classes == 47
+    assert_valid_graph(g, num_features=8)
+    assert torch.equal(g.y, torch.from_numpy(expected["labels"]).long())
+    assert torch.equal(g.train_idx, torch.from_numpy(expected["train"]))
+    assert torch.equal(g.test_idx, torch.from_numpy(expected["test"]))
+    assert _adj_pairs(g) == _undirected_pairs(expected["edges"])
+    assert_mean_adjacency(g)
+    assert network_calls == []
+
+
+def test_ogbn_products_missing_is_one_line_error(tmp_path: Path, network_calls: list[str]) -> None:
+    write_tiny_ogbn_arxiv(tmp_path, dataset="ogbn-products")
+    (tmp_path / "ogbn_products" / "split" / "sales_ranking" / "valid.csv.gz").unlink()
+    with pytest.raises(DataMissingError) as err:
+        load_graph("ogbn-products", tmp_path, 0)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"missing split/sales_ranking/valid.csv.gz in {tmp_path / 'ogbn_products'};" in message
+    assert "products.zip" in message and "download=true" in message
+    shutil.rmtree(tmp_path / "ogbn_products")
+    with pytest.raises(DataMissingError, match=f"no folder {tmp_path / 'ogbn_products'}"):
+        load_graph("ogbn-products", tmp_path, 0)
     assert network_calls == []
 
 
@@ -306,13 +404,13 @@ def test_ogbn_arxiv_without_release_marker_is_missing_not_a_prompt(tmp_path: Pat
 
 
 def test_download_without_network_is_data_missing(tmp_path: Path, network_calls: list[str]) -> None:
-    for name in ("ogbn-arxiv", "flickr"):
+    for name in ("ogbn-arxiv", "ogbn-products", "flickr"):
         # twice: a failed download must leave nothing behind that changes (or blocks) the next attempt
         for _ in range(2):
             with pytest.raises(DataMissingError, match="could not be downloaded") as err:
                 load_graph(name, tmp_path / name, 0, download=True)
             assert "\n" not in str(err.value)
-    assert len(network_calls) == 4
+    assert len(network_calls) == 6
 
 
 def test_ogbn_arxiv_download_into_incomplete_copy_asks_to_delete(tmp_path: Path,

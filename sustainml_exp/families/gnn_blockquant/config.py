@@ -7,10 +7,12 @@ from typing import Any, Optional
 
 from sustainml_exp.compress.spec import COMPRESS_BACKENDS, QUANT_BITS, QUANT_MODES
 from sustainml_exp.config.checks import check_choice, check_range
-from sustainml_exp.config.schema import BaseRunConfig
+from sustainml_exp.config.schema import NOT_HASHED, BaseRunConfig
 from sustainml_exp.errors import ConfigError
+from sustainml_exp.memory_budget import MEMORY_CHECKS
 
-GRAPH_DATASETS = ("synthetic", "synthetic_arxiv", "ogbn-arxiv", "flickr")
+GRAPH_DATASETS = (
+    "synthetic", "synthetic_arxiv", "synthetic_products", "ogbn-arxiv", "ogbn-products", "flickr")
 LOSSES = ("ce", "exact_arxiv")
 
 
@@ -91,6 +93,10 @@ class GNNRunConfig(BaseRunConfig):
     eval_every: int = 1
     # After training, histogram the normalized layer inputs for Table 5 / Figure 9.
     activation_stats: bool = True
+    # Before loading the graph, estimate the run's peak memory and compare it with memory_budget_mb (null: what the
+    # device offers): error refuses a run that will not fit (status oom), warn only logs it, off skips the check.
+    memory_check: str = field(default="error", metadata=NOT_HASHED)
+    memory_budget_mb: Optional[float] = field(default=None, metadata=NOT_HASHED)
     model: SAGEConfig = field(default_factory=SAGEConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
 
@@ -117,9 +123,10 @@ class GNNRunConfig(BaseRunConfig):
         }
 
     def check_graph_size(self, num_nodes: int) -> None:
-        """Run once the graph is loaded, before training. Every compressed tensor has one row per node, so G_R = N
-        already makes one block per tensor; a larger G_R names no other layout, and the Table 5 statistics would
-        pad the activations to a whole block of G_R x R values (G_R=1e9 on a 128-feature graph: 64 GB)."""
+        """Run with the graph's node count (known from its shape before it is loaded), before training. Every
+        compressed tensor has one row per node, so G_R = N already makes one block per tensor; a larger G_R names no
+        other layout, and the Table 5 statistics would pad the activations to a whole block of G_R x R values
+        (G_R=1e9 on a 128-feature graph: 64 GB)."""
         if self.quant == "block" and self.G_R is not None and self.G_R > num_nodes:
             raise ConfigError(f"G_R={self.G_R} is larger than the graph (dataset={self.dataset} has {num_nodes} "
                               f"nodes); allowed: 1 to {num_nodes} (G_R={num_nodes} is one block per tensor)")
@@ -130,5 +137,8 @@ class GNNRunConfig(BaseRunConfig):
         check_choice("compress_backend", self.compress_backend, COMPRESS_BACKENDS)
         check_range("warmup_epochs", self.warmup_epochs, lo=0)
         check_range("eval_every", self.eval_every, lo=1)
+        check_choice("memory_check", self.memory_check, MEMORY_CHECKS)
+        if self.memory_budget_mb is not None:
+            check_range("memory_budget_mb", self.memory_budget_mb, lo=0.0, lo_open=True)
         self.model.validate()
         self.compress.validate()

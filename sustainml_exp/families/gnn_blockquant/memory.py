@@ -44,7 +44,9 @@ def record_saved_tensors() -> Iterator[SavedTensorLedger]:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         ledger.add(t)
-        return t
+        # Not t itself: a saved output returned as is keeps its own grad_fn alive (a reference cycle through C++
+        # that the garbage collector cannot see), so every measured forward would leak all of its activations.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield ledger

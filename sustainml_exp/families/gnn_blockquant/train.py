@@ -17,9 +17,16 @@ import torch.nn.functional as F
 from sustainml_exp.compress import CompressionSpec, resolve_backend
 from sustainml_exp.compress.backend import ActivationCheck, QuantArgs, Workload
 from sustainml_exp.families.gnn_blockquant.config import GNNRunConfig
-from sustainml_exp.families.gnn_blockquant.data import GraphData, load_graph
+from sustainml_exp.families.gnn_blockquant.data import (
+    GraphData,
+    GraphShape,
+    check_present,
+    graph_shape,
+    load_graph,
+)
 from sustainml_exp.families.gnn_blockquant.memory import activation_bytes, record_saved_tensors
 from sustainml_exp.families.gnn_blockquant.model import GraphSAGE, effective_group_rows
+from sustainml_exp.families.gnn_blockquant.preflight import check_memory
 from sustainml_exp.family import RunContext
 from sustainml_exp.peak_memory import MIB, PeakMemory
 
@@ -37,10 +44,11 @@ def compression_spec(cfg: GNNRunConfig, backend: str | None = None) -> Compressi
                            backend=backend or c.backend, lean=c.lean)
 
 
-def compression_workload(cfg: GNNRunConfig, graph: GraphData) -> Workload:
-    """What the model will compress on ``graph``: its largest compressed tensor, every quantize_pack argument tuple
-    (bits, group_size, vm_a, fp32_tail) its layers use, and its BatchNorm -> ReLU -> dropout (checked on two
-    BatchNorm groups of rows plus the graph's ragged last group, so that a compiled backend compiles those shapes)."""
+def compression_workload(cfg: GNNRunConfig, graph: GraphShape) -> Workload:
+    """What the model will compress on a graph of this shape: its largest compressed tensor, every quantize_pack
+    argument tuple (bits, group_size, vm_a, fp32_tail) its layers use, and its BatchNorm -> ReLU -> dropout (checked
+    on two BatchNorm groups of rows plus the graph's ragged last group, so that a compiled backend compiles those
+    shapes)."""
     from sustainml_exp.compress.vm import optimal_inner_level
 
     spec, m = compression_spec(cfg), cfg.model
@@ -48,7 +56,7 @@ def compression_workload(cfg: GNNRunConfig, graph: GraphData) -> Workload:
     def quant_args(group_size: int) -> QuantArgs:
         return spec.bits, group_size, optimal_inner_level(group_size) if spec.vm else None, spec.fp32_tail
 
-    dims = [graph.x.shape[1]] + [m.hidden] * (m.num_layers - 1)
+    dims = [graph.num_features] + [m.hidden] * (m.num_layers - 1)
     args = {quant_args(spec.group_size(spec.projected_dim(d))) for d in dims}
     activation = None
     if m.batch_norm and m.num_layers > 1:
@@ -61,10 +69,10 @@ def compression_workload(cfg: GNNRunConfig, graph: GraphData) -> Workload:
                     dropout_p=m.dropout, activation=activation)
 
 
-def resolved_backend(cfg: GNNRunConfig, device: str, graph: GraphData | None = None) -> str:
+def resolved_backend(cfg: GNNRunConfig, device: str, graph: GraphShape | None = None) -> str:
     """The backend the compressed ops will use on ``device`` ('none' when nothing is compressed). Without a graph
-    only the choice itself is checked: ValueError (one line) for a backend that cannot run here. With one, auto
-    may pick the compiled backend for a large graph, and the chosen one is self-checked (and compiled) on the
+    shape only the choice itself is checked: ValueError (one line) for a backend that cannot run here. With one,
+    auto may pick the compiled backend for a large graph, and the chosen one is self-checked (and compiled) on the
     model's own quantization arguments, outside any timed epoch."""
     if cfg.compress.quant == "fp32":
         return "none"
@@ -162,9 +170,12 @@ def layer_activation_stats(model: GraphSAGE, graph: GraphData) -> list[dict[str,
 def run(cfg: GNNRunConfig, ctx: RunContext) -> dict[str, Any]:
     device = ctx.device
     resolved_backend(cfg, device)  # fails before any data is loaded when the backend cannot run here
+    check_present(cfg.dataset, cfg.data_dir, cfg.download)  # a missing dataset says so before the preflight
+    shape = graph_shape(cfg.dataset)
+    cfg.check_graph_size(shape.num_nodes)
+    backend = resolved_backend(cfg, device, shape)
+    estimate = check_memory(cfg, shape, device, backend)  # before anything large is allocated
     graph = load_graph(cfg.dataset, Path(cfg.data_dir), seed=cfg.seed, download=cfg.download).to(device)
-    cfg.check_graph_size(graph.num_nodes)
-    backend = resolved_backend(cfg, device, graph)
     model = build_model(cfg, graph, None if backend == "none" else backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
@@ -205,6 +216,7 @@ def run(cfg: GNNRunConfig, ctx: RunContext) -> dict[str, Any]:
         "epochs_per_s": (cfg.epochs - cfg.untimed_epochs) / timed_s if timed_s > 0 else float("nan"),
         "train_s": train_s,  # every epoch's training step, warm-up included (evaluation excluded)
         "peak_mem_mb": peak_memory.peak_mb(),
+        "est_peak_mb": estimate.total_mb,
         "peak_mem_source": peak_memory.source,
         "n_params": n_params,
         "test_acc": test_at_best,

@@ -1,6 +1,7 @@
 """The graph every source is turned into: ``build_graph_data`` applies the common protocol to a source's
-``RawGraph`` (edges as the source stores them): drop self loops, make the graph undirected with ``to_undirected``
-(as the arxiv scripts do) and build the row-normalised mean-aggregation adjacency that the model multiplies with."""
+``RawGraph`` (edges as the source stores them): drop self loops, make the graph undirected (as the arxiv scripts'
+``to_undirected`` does) and build the row-normalised mean-aggregation adjacency that the model multiplies with.
+``GraphShape`` is what memory depends on, known before a graph is loaded (the memory preflight's input)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 
-# torch_geometric's import decorates helpers with torch.jit.script, which recent torch deprecates: a warning
-# about the library, not about the user's run, so it stays out of every run's output.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    from torch_geometric.utils import remove_self_loops, to_undirected
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What memory depends on, known before a graph is loaded (see ``graph_shape``)."""
+
+    num_nodes: int
+    num_features: int
+    num_classes: int
+    num_edges: int  # directed edges of the adjacency, i.e. after making the graph undirected
+    num_train: int
 
 
 @dataclass
@@ -25,14 +32,22 @@ class GraphData:
     train_idx: torch.Tensor  # int64
     val_idx: torch.Tensor
     test_idx: torch.Tensor
-    adj: torch.Tensor  # (N, N) sparse CSR float32: adj[dst, src] = 1 / in_degree(dst), no self loops
-    adj_t: torch.Tensor  # adj transposed, sparse CSR (the backward of adj @ h multiplies with it)
+    # (N, N) sparse CSR float32: adj[dst, src] = 1 / in_degree(dst), no self loops. The graph is undirected, so
+    # adj_t (its transpose, which the backward of adj @ h multiplies with) has the same pattern and shares
+    # adj's index tensors; only the values differ.
+    adj: torch.Tensor
+    adj_t: torch.Tensor
     num_classes: int
     num_edges: int  # directed edges stored in adj, i.e. after making the graph undirected
 
     @property
     def num_nodes(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def shape(self) -> GraphShape:
+        return GraphShape(num_nodes=self.num_nodes, num_features=self.x.shape[1], num_classes=self.num_classes,
+                          num_edges=self.num_edges, num_train=self.train_idx.numel())
 
     def data_tensors(self) -> list[torch.Tensor]:
         """Every tensor of the graph, so that memory accounting can leave the data out."""
@@ -59,41 +74,58 @@ class RawGraph:
 
 
 def build_graph_data(raw: RawGraph) -> GraphData:
-    num_nodes = raw.x.shape[0]
-    edge_index, _ = remove_self_loops(raw.edge_index)
-    edge_index = to_undirected(edge_index, num_nodes=num_nodes)
-    adj, adj_t = mean_aggregation_adjacency(edge_index, num_nodes)
+    adj, adj_t = undirected_mean_adjacency(raw.edge_index, raw.x.shape[0])
     return GraphData(name=raw.name, x=raw.x.to(torch.float32).contiguous(), y=raw.y.to(torch.int64),
                      train_idx=raw.train_idx.to(torch.int64), val_idx=raw.val_idx.to(torch.int64),
                      test_idx=raw.test_idx.to(torch.int64), adj=adj, adj_t=adj_t,
-                     num_classes=raw.num_classes, num_edges=int(edge_index.shape[1]))
+                     num_classes=raw.num_classes, num_edges=int(adj.values().numel()))
 
 
-def mean_aggregation_adjacency(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(adj, adj_t) as sparse CSR float32 with adj[dst, src] = 1 / in_degree(dst) for each message src -> dst.
+def undirected_mean_adjacency(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(adj, adj_t) of the graph made undirected, as sparse CSR float32: self loops dropped, every edge in both
+    directions, duplicates once (torch_geometric's remove_self_loops + to_undirected), and
+    adj[dst, src] = 1 / in_degree(dst), so ``adj @ h`` is the mean over neighbours (all-zero rows for isolated
+    nodes). adj_t shares adj's index tensors.
 
-    ``adj @ h`` is then the mean over in-neighbours; a node without in-neighbours gets an all-zero row.
-    Duplicate edges count once.
-    """
-    # Sorted unique keys order the edges by (src, dst): adj_t's CSR order as is, adj's after one more sort.
-    # Two sorts instead of two COO coalesces (each a sort plus a reduction) roughly halves the time on arxiv.
+    Sorted in place in numpy, so on ogbn-products (124M directed edges) it holds the edges once, their keys twice
+    and the result, instead of the several edge-sized copies of to_undirected's coalesce."""
     n = num_nodes
-    key = torch.unique(edge_index[0].to(torch.int64) * n + edge_index[1].to(torch.int64), sorted=True)
-    src, dst = key // n, key % n
-    in_degree = torch.bincount(dst, minlength=n).to(torch.float32)
-    values = in_degree[dst].reciprocal()
-    adj_t = _csr(src, dst, values, n)
-    by_dst = torch.sort(dst * n + src).indices
-    adj = _csr(dst[by_dst], src[by_dst], values[by_dst], n)
+    edges = edge_index.numpy()
+    src, dst = edges[0].astype(np.int64, copy=False), edges[1].astype(np.int64, copy=False)
+    e = src.size
+    keys = np.empty(2 * e, dtype=np.int64)  # row * n + col of both directions, in chunks: no edge-sized temporaries
+    for start in range(0, e, _EDGE_CHUNK):
+        stop = min(start + _EDGE_CHUNK, e)
+        s, d = src[start:stop], dst[start:stop]
+        np.add(s * n, d, out=keys[start:stop])
+        np.add(d * n, s, out=keys[e + start:e + stop])
+    keys.sort()
+    keep = np.empty(keys.size, dtype=bool)
+    if keys.size:
+        keep[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+    for start in range(0, keys.size, _EDGE_CHUNK):  # self loops
+        chunk = keys[start:start + _EDGE_CHUNK]
+        keep[start:start + _EDGE_CHUNK] &= chunk // n != chunk % n
+    keys = keys[keep]
+    del keep
+    crow = np.searchsorted(keys, np.arange(n + 1, dtype=np.int64) * n)
+    np.remainder(keys, n, out=keys)  # now the column indices
+    degree = np.diff(crow)
+    inv_degree = np.zeros(n, dtype=np.float32)
+    np.divide(1.0, degree, out=inv_degree, where=degree > 0)
+    crow_t, col_t = torch.from_numpy(crow), torch.from_numpy(keys)
+    adj = csr_adjacency(crow_t, col_t, torch.from_numpy(np.repeat(inv_degree, degree)), n)
+    adj_t = csr_adjacency(crow_t, col_t, torch.from_numpy(inv_degree[keys]), n)
     return adj, adj_t
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
-    """Sparse CSR from unique (row, col) pairs already sorted by row, then column."""
-    crow = torch.zeros(n + 1, dtype=torch.int64)
-    torch.cumsum(torch.bincount(rows, minlength=n), dim=0, out=crow[1:])
+_EDGE_CHUNK = 1 << 23
+
+
+def csr_adjacency(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     # Built sorted and unique above, so the invariant check would only cost time; torch's "CSR is beta" notice
     # would print on every run although only spmm, which is stable on CSR, touches these tensors.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return torch.sparse_csr_tensor(crow, cols, values, (n, n), dtype=torch.float32, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, (n, n), dtype=torch.float32, check_invariants=False)
