@@ -8,7 +8,13 @@ from typing import Any
 import torch
 
 from sustainml_exp.families.gnn_blockquant.data.graph import GraphShape, RawGraph
-from sustainml_exp.families.gnn_blockquant.data.real import construct, data_missing, missing_files, without_download
+from sustainml_exp.families.gnn_blockquant.data.real import (
+    construct,
+    data_missing,
+    missing_files,
+    quiet_library_import,
+    without_download,
+)
 
 _FLICKR_SOURCE = "GraphSAINT's Flickr data (the Google Drive folder linked from github.com/GraphSAINT/GraphSAINT)"
 _FLICKR_RAW = ("raw/adj_full.npz", "raw/feats.npy", "raw/class_map.json", "raw/role.json")
@@ -36,7 +42,8 @@ def check_present(root: Path, download: bool) -> tuple[Path, list[str]]:
 def load(root: Path, seed: int, download: bool) -> RawGraph:
     directory, missing = check_present(root, download)
 
-    from torch_geometric.datasets import Flickr
+    with quiet_library_import():
+        from torch_geometric.datasets import Flickr
 
     def make(offline: bool) -> Any:
         return (without_download(Flickr) if offline else Flickr)(root=str(directory))

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 
 from sustainml_exp.families.gnn_blockquant.data.graph import RawGraph
-from sustainml_exp.families.gnn_blockquant.data.real import construct, data_missing, missing_files, without_download
+from sustainml_exp.families.gnn_blockquant.data.real import (
+    construct,
+    data_missing,
+    missing_files,
+    quiet_library_import,
+    without_download,
+)
 
 # ogb's import starts a version check over the network unless this is set first.
 os.environ.setdefault("OUTDATED_IGNORE", "1")
@@ -64,9 +70,10 @@ class OGBNodeDataset:
     def load(self, root: Path, download: bool) -> RawGraph:
         directory, missing = self.check_present(root, download)
 
-        from ogb.nodeproppred import PygNodePropPredDataset
-        from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-        from torch_geometric.data.storage import GlobalStorage
+        with quiet_library_import():
+            from ogb.nodeproppred import PygNodePropPredDataset
+            from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+            from torch_geometric.data.storage import GlobalStorage
 
         def make(offline: bool) -> Any:
             dataset_cls = without_download(PygNodePropPredDataset) if offline else PygNodePropPredDataset

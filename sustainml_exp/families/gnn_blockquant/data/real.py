@@ -5,12 +5,23 @@ missing dataset is a one-line ``DataMissingError`` instead of a network access, 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sustainml_exp.errors import DataMissingError
+
+
+@contextlib.contextmanager
+def quiet_library_import() -> Iterator[None]:
+    """torch_geometric's import decorates helpers with torch.jit.script, which recent torch deprecates: a warning
+    about the library, not about the user's run, so it stays out of every run's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        yield
 
 
 def missing_files(directory: Path, alternatives: list[tuple[str, ...]]) -> list[str]:
