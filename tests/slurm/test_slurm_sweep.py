@@ -163,7 +163,7 @@ def test_task_cancelled_without_a_record_is_a_failed_job_and_the_summary_waits_f
     finally:
         sweep.kill()
     assert sweep.returncode == 1, output[-4000:]
-    (record,) = load_records(tmp_path / "results", "gnn_blockquant")
+    (record,) = [r.to_json() for r in load_records(tmp_path / "results", "gnn_blockquant")]
     assert record["status"] == "ok" and record["epochs"] == 3
     cancelled = [line for line in output.splitlines() if line.startswith("sml-run: 2 job(s): ")]
     assert cancelled and cancelled[-1].startswith("sml-run: 2 job(s): 1 ok, 0 skipped, 1 failed: "), output[-4000:]
