@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sustainml_exp.families.gnn_blockquant.data import GraphData
+from sustainml_exp.families.gnn_blockquant.data.real import quiet_library_import
 
-with warnings.catch_warnings():  # torch_geometric's import trips torch.jit.script deprecation notices
-    warnings.filterwarnings("ignore", category=FutureWarning)
+with quiet_library_import():
     import torch_geometric.transforms as T
     from torch_geometric.data import Data
     from torch_geometric.nn import SAGEConv

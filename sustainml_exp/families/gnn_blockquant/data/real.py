@@ -1,7 +1,8 @@
 """The real datasets are read through their libraries (ogb, torch_geometric), which download on their own whenever
 their raw files are missing. Presence is therefore checked first (mirroring what the libraries read), so that a
 missing dataset is a one-line ``DataMissingError`` instead of a network access, unless the caller asked for
-``download``. Shared by ogbn_arxiv.py and flickr.py."""
+``download``. Shared by ogb_node.py (ogbn-arxiv, ogbn-products) and flickr.py; pyg_baseline.py shares the quiet
+library import."""
 
 from __future__ import annotations
 
